@@ -1,0 +1,1 @@
+"""Chat: engines that answer conversations with a (fine-tuned) model, and the terminal chat loop."""

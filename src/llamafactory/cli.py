@@ -1,0 +1,97 @@
+"""`llamafactory-cli` / `lmf`: one command, dispatching to subcommands that import heavy libraries lazily."""
+
+import sys
+from collections.abc import Callable
+
+from . import __version__
+from .extras import envs
+
+USAGE = f"""llamafactory {__version__}: fine-tune large language models from YAML configs.
+
+Usage: lmf <command> [config.yaml] [key=value ...] [--key value ...]
+
+Commands:
+  train     fine-tune a model:                lmf train examples/train_lora/smollm2_lora_sft.yaml
+  chat      chat with a model in the terminal: lmf chat examples/inference/smollm2_lora_sft.yaml
+  api       serve an OpenAI-compatible API   (not built yet)
+  export    merge adapters and export        (not built yet)
+  webui     open the web UI                   (not built yet)
+  webchat   open a browser chat page          (not built yet)
+  eval      evaluate on benchmarks            (not built yet)
+  env       print versions and hardware for bug reports
+  version   print the version
+  help      print this message
+
+Config keys follow LlamaFactory's (model_name_or_path, template, dataset, stage, finetuning_type, ...).
+Overrides after the file win: lmf train cfg.yaml learning_rate=5e-5 max_steps=10
+Set LLAMAFACTORY_VERBOSITY=DEBUG for tracebacks."""
+
+NOT_BUILT = {"api", "export", "webui", "webchat", "eval"}
+
+
+def _train(argv: list[str]) -> None:
+    from .launcher import launch
+
+    launch(argv)
+
+
+def _chat(argv: list[str]) -> None:
+    from .chat.chat_model import run_chat
+
+    run_chat(argv)
+
+
+def _env(argv: list[str]) -> None:
+    from .extras.env import print_env
+
+    print_env()
+
+
+def _version(argv: list[str]) -> None:
+    print(f"llamafactory {__version__}")
+
+
+def _help(argv: list[str]) -> None:
+    print(USAGE)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "train": _train,
+    "chat": _chat,
+    "env": _env,
+    "version": _version,
+    "help": _help,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command in ("-v", "--version"):
+        command = "version"
+    if command in NOT_BUILT:
+        print(f"error: `lmf {command}` is not built yet in llamafactory {__version__}", file=sys.stderr)
+        return 1
+    if command not in COMMANDS:
+        print(f"error: unknown command `{command}`\n\n{USAGE}", file=sys.stderr)
+        return 2
+    from .extras.errors import UserError
+
+    try:
+        COMMANDS[command](rest)
+    except UserError as err:
+        if envs.debug():
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

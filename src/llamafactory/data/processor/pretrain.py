@@ -1,0 +1,30 @@
+"""Pre-training text: each example's text plus eos, concatenated and cut into cutoff_len blocks."""
+
+from itertools import chain
+from typing import Any
+
+
+class PretrainProcessor:
+    def __init__(self, template: Any, tokenizer: Any, data_args: Any) -> None:
+        self.tokenizer = tokenizer
+        self.data_args = data_args
+
+    @staticmethod
+    def is_valid(prompt: list[dict[str, str]], response: list[dict[str, str]]) -> bool:
+        return bool(prompt) and bool(prompt[0]["content"])
+
+    def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        tok = self.tokenizer
+        texts = [p[0]["content"] + tok.eos_token for p in examples["_prompt"] if p and p[0]["content"]]
+        encoded = tok(texts, add_special_tokens=False)["input_ids"]
+        if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False):
+            encoded = [[tok.bos_token_id] + ids for ids in encoded]
+        stream = list(chain.from_iterable(encoded))
+        block = self.data_args.cutoff_len
+        # The last block of each batch may be short; it is padded, never dropped.
+        blocks = [stream[i : i + block] for i in range(0, len(stream), block)]
+        return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks],
+                "labels": [list(b) for b in blocks]}
+
+    def describe(self, example: dict[str, list[int]]) -> str:
+        return f"input_ids:\n{example['input_ids']}\ninputs:\n{self.tokenizer.decode(example['input_ids'])}"

@@ -1,0 +1,1 @@
+"""Helpers shared by every part: constants, environment variables, logging, errors. Imports no other part."""

@@ -1,0 +1,45 @@
+"""Every environment variable llamafactory reads, read in this one place."""
+
+import os
+
+_TRUE = {"1", "true", "yes", "y", "on"}
+
+
+def _flag(name: str) -> bool:
+    return os.getenv(name, "0").strip().lower() in _TRUE
+
+
+def verbosity() -> str:
+    """LLAMAFACTORY_VERBOSITY: DEBUG, INFO (default), WARN or ERROR. DEBUG also shows tracebacks."""
+    value = os.getenv("LLAMAFACTORY_VERBOSITY", "INFO").strip().upper()
+    return "WARNING" if value == "WARN" else value
+
+
+def debug() -> bool:
+    return verbosity() == "DEBUG"
+
+
+def disable_version_check() -> bool:
+    """DISABLE_VERSION_CHECK=1 skips the check of dependency versions before a run."""
+    return _flag("DISABLE_VERSION_CHECK")
+
+
+def use_modelscope() -> bool:
+    """USE_MODELSCOPE_HUB=1 fetches models and datasets from ModelScope instead of Hugging Face."""
+    return _flag("USE_MODELSCOPE_HUB")
+
+
+def force_torchrun() -> bool:
+    """FORCE_TORCHRUN=1 launches training under torchrun even with one device."""
+    return _flag("FORCE_TORCHRUN")
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE=1 (huggingface_hub's own variable): never try the hub."""
+    return _flag("HF_HUB_OFFLINE")
+
+
+def cache_dir() -> str:
+    """LLAMAFACTORY_CACHE: where converted models are kept (default ~/.cache/llamafactory)."""
+    default = os.path.join(os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "llamafactory")
+    return os.getenv("LLAMAFACTORY_CACHE", default)

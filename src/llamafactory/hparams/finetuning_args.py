@@ -1,0 +1,110 @@
+"""What to train: the stage, the fine-tuning method and each method's settings."""
+
+from dataclasses import dataclass
+
+from .fields import arg
+
+STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
+FINETUNING_TYPES = ("lora", "freeze", "full", "oft")
+
+
+@dataclass
+class FinetuningArguments:
+    stage: str = arg("sft", "Training stage.", choices=STAGES)
+    finetuning_type: str = arg("lora", "Fine-tuning method.", choices=FINETUNING_TYPES)
+    pure_bf16: bool = arg(False, "Train in pure bf16 (trainable weights not upcast to fp32).")
+    use_llama_pro: bool = arg(False, "Train only the expanded blocks (LLaMA Pro).", planned=True)
+    use_adam_mini: bool = arg(False, "Use the Adam-mini optimizer.", planned=True)
+    use_muon: bool = arg(False, "Use the Muon optimizer.", planned=True)
+    freeze_vision_tower: bool = arg(True, "Keep the vision tower frozen.")
+    freeze_multi_modal_projector: bool = arg(True, "Keep the multimodal projector frozen.")
+    freeze_language_model: bool = arg(False, "Keep the language model frozen.", planned=True)
+    compute_accuracy: bool = arg(False, "Report token accuracy in evaluation.", planned=True)
+    disable_shuffling: bool = arg(False, "Keep the training data in order.")
+    early_stopping_steps: int | None = arg(None, "Stop when the eval metric stalls this many times.",
+                                           planned=True)
+    plot_loss: bool = arg(False, "Save training_loss.png (and eval_loss.png) after training.")
+    include_effective_tokens_per_second: bool = arg(False, "Report effective tokens per second.",
+                                                    planned=True)
+    # freeze
+    freeze_trainable_layers: int = arg(2, "Last n (positive) or first n (negative) layers to train.")
+    freeze_trainable_modules: str = arg("all", "Comma-separated modules trained inside those layers.")
+    freeze_extra_modules: str | None = arg(None, "Comma-separated modules outside the layers to train.")
+    # lora
+    additional_target: str | None = arg(None, "Comma-separated modules trained fully beside LoRA.")
+    lora_alpha: int | None = arg(None, "LoRA scale numerator (default: 2 x lora_rank).")
+    lora_dropout: float = arg(0.0, "Dropout on the LoRA input.")
+    lora_rank: int = arg(8, "LoRA rank.")
+    lora_target: str = arg("all", "Comma-separated module names, or `all` for every linear layer but the head.")
+    loraplus_lr_ratio: float | None = arg(None, "LoRA+ learning-rate ratio of B to A.", planned=True)
+    loraplus_lr_embedding: float = arg(1e-6, "LoRA+ learning rate of embeddings.", planned=True)
+    use_rslora: bool = arg(False, "Rank-stabilized LoRA scaling.")
+    use_dora: bool = arg(False, "Weight-decomposed LoRA (DoRA).")
+    pissa_init: bool = arg(False, "Initialize LoRA with PiSSA.", planned=True)
+    pissa_iter: int = arg(16, "Fast SVD iterations for PiSSA.", planned=True)
+    pissa_convert: bool = arg(False, "Convert a PiSSA adapter to plain LoRA when saving.", planned=True)
+    create_new_adapter: bool = arg(False, "Start a new adapter on top of the loaded ones.")
+    # oft
+    oft_rank: int = arg(0, "OFT rank (0 when oft_block_size is set).", planned=True)
+    oft_block_size: int = arg(32, "OFT block size.", planned=True)
+    oft_target: str = arg("all", "Modules OFT is applied to.", planned=True)
+    module_dropout: float = arg(0.0, "OFT module dropout.", planned=True)
+    # preference and RL stages
+    pref_beta: float = arg(0.1, "Beta of the preference loss.", planned=True)
+    pref_ftx: float = arg(0.0, "Weight of the SFT loss in DPO.", planned=True)
+    pref_bco_weight: float = arg(0.0, "Weight of the BCO loss in DPO.", planned=True)
+    pref_loss: str = arg("sigmoid", "Preference loss.",
+                         choices=("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"), planned=True)
+    dpo_label_smoothing: float = arg(0.0, "Robust DPO label smoothing.", planned=True)
+    kto_chosen_weight: float = arg(1.0, "KTO weight of desirable examples.", planned=True)
+    kto_rejected_weight: float = arg(1.0, "KTO weight of undesirable examples.", planned=True)
+    simpo_gamma: float = arg(0.5, "SimPO target reward margin.", planned=True)
+    ppo_buffer_size: int = arg(1, "Mini-batches per PPO optimisation step.", planned=True)
+    ppo_epochs: int = arg(4, "PPO epochs per step.", planned=True)
+    ppo_score_norm: bool = arg(False, "Normalize PPO scores.", planned=True)
+    ppo_target: float = arg(6.0, "Target KL for adaptive control.", planned=True)
+    ppo_whiten_rewards: bool = arg(False, "Whiten PPO rewards.", planned=True)
+    ref_model: str | None = arg(None, "Reference model path.", planned=True)
+    ref_model_adapters: str | None = arg(None, "Reference model adapters.", planned=True)
+    ref_model_quantization_bit: int | None = arg(None, "Reference model quantization.", planned=True)
+    reward_model: str | None = arg(None, "Reward model path or URL.", planned=True)
+    reward_model_adapters: str | None = arg(None, "Reward model adapters.", planned=True)
+    reward_model_quantization_bit: int | None = arg(None, "Reward model quantization.", planned=True)
+    reward_model_type: str = arg("lora", "Reward model type.", choices=("lora", "full", "api"), planned=True)
+    ld_alpha: float | None = arg(None, "LD-DPO alpha.", planned=True)
+    # memory-saving optimizers
+    use_galore: bool = arg(False, "Use the GaLore optimizer.", planned=True)
+    galore_layerwise: bool = arg(False, "Layer-wise GaLore updates.", planned=True)
+    galore_target: str = arg("all", "Modules GaLore applies to.", planned=True)
+    galore_rank: int = arg(16, "GaLore rank.", planned=True)
+    galore_update_interval: int = arg(200, "Steps between GaLore projections.", planned=True)
+    galore_scale: float = arg(2.0, "GaLore scale.", planned=True)
+    galore_proj_type: str = arg("std", "GaLore projection type.", planned=True)
+    use_apollo: bool = arg(False, "Use the APOLLO optimizer.", planned=True)
+    apollo_layerwise: bool = arg(False, "Layer-wise APOLLO updates.", planned=True)
+    apollo_target: str = arg("all", "Modules APOLLO applies to.", planned=True)
+    apollo_rank: int = arg(16, "APOLLO rank.", planned=True)
+    apollo_update_interval: int = arg(200, "Steps between APOLLO projections.", planned=True)
+    apollo_scale: float = arg(32.0, "APOLLO scale.", planned=True)
+    apollo_proj: str = arg("random", "APOLLO projection.", planned=True)
+    apollo_proj_type: str = arg("std", "APOLLO projection type.", planned=True)
+    apollo_scale_type: str = arg("channel", "APOLLO scale type.", planned=True)
+    use_badam: bool = arg(False, "Use the BAdam optimizer.", planned=True)
+    badam_mode: str = arg("layer", "BAdam mode.", planned=True)
+    badam_start_block: int | None = arg(None, "BAdam first block.", planned=True)
+    badam_switch_mode: str = arg("ascending", "BAdam block switch order.", planned=True)
+    badam_switch_interval: int = arg(50, "Steps between BAdam block switches.", planned=True)
+    badam_update_ratio: float = arg(0.05, "BAdam update ratio.", planned=True)
+    badam_mask_mode: str = arg("adjacent", "BAdam mask mode.", planned=True)
+    badam_verbose: int = arg(0, "BAdam verbosity.", planned=True)
+    # experiment tracking
+    use_swanlab: bool = arg(False, "Log to SwanLab.", planned=True)
+    swanlab_project: str = arg("llamafactory", "SwanLab project.", planned=True)
+    swanlab_workspace: str | None = arg(None, "SwanLab workspace.", planned=True)
+    swanlab_run_name: str | None = arg(None, "SwanLab run name.", planned=True)
+    swanlab_mode: str = arg("cloud", "SwanLab mode.", planned=True)
+    swanlab_api_key: str | None = arg(None, "SwanLab API key.", planned=True)
+    swanlab_logdir: str | None = arg(None, "SwanLab log folder.", planned=True)
+
+    def lora_alpha_or_default(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else self.lora_rank * 2

@@ -1,0 +1,84 @@
+"""Which model to load and how: path, adapters, tokenizer, attention, dtype, quantization, export, engines."""
+
+from dataclasses import dataclass
+
+from .fields import arg
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = arg(None, "Hub id, local HF folder or .gguf file of the base model.")
+    adapter_name_or_path: str | None = arg(
+        None, "Comma-separated adapter paths; earlier ones are merged, the last is trained or used.")
+    adapter_folder: str | None = arg(None, "Folder holding extra adapter weights.", planned=True)
+    cache_dir: str | None = arg(None, "Where downloaded models and datasets are cached.")
+    use_fast_tokenizer: bool = arg(True, "Use the fast (Rust) tokenizer.")
+    resize_vocab: bool = arg(False, "Resize the embeddings to the tokenizer's vocabulary.", planned=True)
+    split_special_tokens: bool = arg(False, "Split special tokens in text during tokenization.")
+    add_tokens: str | None = arg(None, "Comma-separated non-special tokens to add.", planned=True)
+    add_special_tokens: str | None = arg(None, "Comma-separated special tokens to add.", planned=True)
+    model_revision: str = arg("main", "Model version (branch, tag or commit) on the hub.")
+    low_cpu_mem_usage: bool = arg(True, "Load weights without a second full copy in memory.")
+    rope_scaling: str | None = arg(
+        None, "RoPE scaling: linear, dynamic, yarn or llama3.", choices=("linear", "dynamic", "yarn", "llama3"),
+        planned=True)
+    flash_attn: str = arg("auto", "Attention kernel.", choices=("auto", "disabled", "sdpa", "fa2"))
+    shift_attn: bool = arg(False, "Shift short attention (S^2-Attn).", planned=True)
+    mixture_of_depths: str | None = arg(None, "Convert or load a mixture-of-depths model.", planned=True)
+    use_unsloth: bool = arg(False, "Use unsloth's optimized LoRA kernels.", planned=True)
+    use_unsloth_gc: bool = arg(False, "Use unsloth's gradient checkpointing.", planned=True)
+    enable_liger_kernel: bool = arg(False, "Use liger kernels.", planned=True)
+    moe_aux_loss_coef: float | None = arg(None, "Coefficient of the MoE router auxiliary loss.", planned=True)
+    disable_gradient_checkpointing: bool = arg(False, "Turn off gradient checkpointing (on by default).")
+    use_reentrant_gc: bool = arg(True, "Use reentrant gradient checkpointing.")
+    upcast_layernorm: bool = arg(False, "Keep layer norms in fp32.", planned=True)
+    upcast_lmhead_output: bool = arg(False, "Compute the LM head output in fp32.", planned=True)
+    train_from_scratch: bool = arg(False, "Initialize weights randomly instead of loading them.", planned=True)
+    infer_backend: str = arg("huggingface", "Inference engine.", choices=("huggingface", "vllm", "sglang"))
+    offload_folder: str = arg("offload", "Folder for offloaded weights.")
+    use_cache: bool = arg(True, "Use the KV cache in generation.")
+    infer_dtype: str = arg("auto", "Dtype for inference and export.",
+                           choices=("auto", "float16", "bfloat16", "float32"))
+    hf_hub_token: str | None = arg(None, "Token for the Hugging Face hub.")
+    ms_hub_token: str | None = arg(None, "Token for ModelScope.")
+    om_hub_token: str | None = arg(None, "Token for Modelers.", planned=True)
+    print_param_status: bool = arg(False, "Print each parameter's dtype, device and trainability.")
+    trust_remote_code: bool = arg(False, "Allow model code from the hub to run.")
+    # quantization
+    quantization_method: str = arg("bnb", "Quantization backend.", choices=("bnb", "bitsandbytes", "hqq", "eetq"))
+    quantization_bit: int | None = arg(None, "Quantize the base model on the fly to 4 or 8 bits.", planned=True)
+    quantization_type: str = arg("nf4", "4-bit data type.", choices=("fp4", "nf4"))
+    double_quantization: bool = arg(True, "Double quantization in 4-bit.")
+    quantization_device_map: str | None = arg(None, "Device map for quantized models.", planned=True)
+    # export
+    export_dir: str | None = arg(None, "Where `lmf export` writes the model.", planned=True)
+    export_size: int = arg(5, "Shard size of exported files, in GB.", planned=True)
+    export_device: str = arg("cpu", "Device used to merge and export.", choices=("cpu", "auto"), planned=True)
+    export_quantization_bit: int | None = arg(None, "GPTQ bits for export.", planned=True)
+    export_quantization_dataset: str | None = arg(None, "Calibration data for GPTQ.", planned=True)
+    export_quantization_nsamples: int = arg(128, "Calibration samples.", planned=True)
+    export_quantization_maxlen: int = arg(1024, "Calibration sequence length.", planned=True)
+    export_legacy_format: bool = arg(False, "Write .bin instead of safetensors.", planned=True)
+    export_hub_model_id: str | None = arg(None, "Hub repository to push the export to.", planned=True)
+    # vLLM and SGLang engines
+    vllm_maxlen: int = arg(4096, "vLLM maximum sequence length.", planned=True)
+    vllm_gpu_util: float = arg(0.7, "vLLM GPU memory share.", planned=True)
+    vllm_enforce_eager: bool = arg(False, "Disable CUDA graphs in vLLM.", planned=True)
+    vllm_max_lora_rank: int = arg(32, "Largest LoRA rank vLLM serves.", planned=True)
+    vllm_config: dict | str | None = arg(None, "Extra vLLM engine settings.", planned=True)
+    sglang_maxlen: int = arg(4096, "SGLang maximum sequence length.", planned=True)
+    sglang_mem_fraction: float = arg(0.7, "SGLang GPU memory share.", planned=True)
+    sglang_tp_size: int = arg(-1, "SGLang tensor parallel size.", planned=True)
+    sglang_config: dict | str | None = arg(None, "Extra SGLang engine settings.", planned=True)
+    sglang_lora_backend: str = arg("triton", "SGLang LoRA backend.", planned=True)
+    # multimodal processors
+    image_max_pixels: int = arg(768 * 768, "Largest image area in pixels.", planned=True)
+    image_min_pixels: int = arg(32 * 32, "Smallest image area in pixels.", planned=True)
+    image_do_pan_and_scan: bool = arg(False, "Gemma3 pan-and-scan.", planned=True)
+    crop_to_patches: bool = arg(False, "InternVL crop to patches.", planned=True)
+    video_max_pixels: int = arg(256 * 256, "Largest video frame area.", planned=True)
+    video_min_pixels: int = arg(16 * 16, "Smallest video frame area.", planned=True)
+    video_fps: float = arg(2.0, "Frames sampled per second of video.", planned=True)
+    video_maxlen: int = arg(128, "Most frames sampled from a video.", planned=True)
+    use_audio_in_video: bool = arg(False, "Use a video's audio track.", planned=True)
+    audio_sampling_rate: int = arg(16000, "Audio sampling rate.", planned=True)

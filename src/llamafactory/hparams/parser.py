@@ -1,0 +1,389 @@
+"""Read a run's configuration: a YAML/JSON file, then `key=value` or `--key value` overrides.
+
+Every error names the file or override, the key and what is expected, in one line, so a user can fix a
+config without reading a traceback.
+"""
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+from enum import Enum
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from ..extras.errors import ConfigError, NotBuiltError
+from ..extras.logging import get_logger
+from .data_args import DataArguments
+from .finetuning_args import FinetuningArguments
+from .generating_args import GeneratingArguments
+from .model_args import ModelArguments
+
+logger = get_logger(__name__)
+
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+OVERRIDE = "command line"
+
+# Values of choice keys that work today; the others are declared and refused with a clear message.
+BUILT_CHOICES = {
+    "stage": ("pt", "sft"),
+    "finetuning_type": ("lora", "freeze", "full"),
+    "infer_backend": ("huggingface",),
+}
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def load_config_file(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file `{path}` not found")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text) if text.strip() else {}
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}:{err.lineno}:{err.colno}: JSON syntax error: {err.msg}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else path
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level, got a "
+                          f"{type(data).__name__}")
+    return data
+
+
+def _parse_scalar(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def read_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge the config file and the overrides; also return where each key was set."""
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    items = list(argv)
+    if items and items[0].endswith(CONFIG_SUFFIXES) and "=" not in items[0]:
+        path = items.pop(0)
+        for key, value in load_config_file(path).items():
+            values[str(key)] = value
+            origin[str(key)] = path
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if item.startswith("--"):
+            body = item[2:]
+            if "=" in body:
+                key, raw = body.split("=", 1)
+            elif i + 1 < len(items) and not items[i + 1].startswith("--"):
+                key, raw = body, items[i + 1]
+                i += 1
+            else:
+                key, raw = body, "true"
+            key = key.replace("-", "_")
+        elif "=" in item:
+            key, raw = item.split("=", 1)
+        elif item.endswith(CONFIG_SUFFIXES):
+            raise ConfigError(f"`{item}`: the config file must come first, before any overrides")
+        else:
+            raise ConfigError(f"cannot read argument `{item}`: expected a config file (.yaml, .yml, .json), "
+                              "key=value or --key value")
+        values[key.strip()] = _parse_scalar(raw)
+        origin[key.strip()] = OVERRIDE
+        i += 1
+    return values, origin
+
+
+# ----------------------------------------------------------------------------------------------- types
+class _Mismatch(Exception):
+    pass
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(m) for m in get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(c) for c in get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of " + ", ".join(repr(e.value) for e in tp)
+    if origin in (list, dict):
+        return {list: "a list", dict: "a mapping"}[origin]
+    return {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string",
+            dict: "a mapping", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        members = get_args(tp)
+        if value is None:
+            if type(None) in members:
+                return None
+            raise _Mismatch
+        members = [m for m in members if m is not type(None)]
+        for member in members:  # an exact match wins over a conversion
+            if isinstance(member, type) and type(value) is member:
+                return value
+        for member in members:
+            try:
+                return _convert(value, member)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if value is None:
+        raise _Mismatch
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                try:
+                    number = float(value)
+                except ValueError as err:
+                    raise _Mismatch from err
+                if number.is_integer():
+                    return int(number)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())  # PyYAML reads `5e-5` as a string
+            except ValueError as err:
+                raise _Mismatch from err
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _Mismatch
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError as err:
+            raise _Mismatch from err
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise _Mismatch
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        inner = get_args(tp)
+        return [_convert(v, inner[0]) for v in value] if inner else list(value)
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return value
+        if isinstance(value, str):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                parsed = _parse_scalar(value)
+            if isinstance(parsed, dict):
+                return parsed
+        raise _Mismatch
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, str):
+            try:
+                return tp(value)
+            except Exception as err:  # noqa: BLE001 - any failure means "not this type"
+                raise _Mismatch from err
+        raise _Mismatch
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+def _where(origin: dict[str, str], key: str) -> str:
+    source = origin.get(key, OVERRIDE)
+    return "on the command line" if source == OVERRIDE else f"in {source}"
+
+
+def parse_dataclasses(values: dict[str, Any], origin: dict[str, str], classes: list[type],
+                      foreign: dict[str, str] | None = None) -> list[Any]:
+    """Check every key against the dataclasses' fields and types, then build one instance of each.
+
+    `foreign` maps keys that belong to another command to a hint (e.g. training keys given to chat).
+    """
+    fields: dict[str, list[tuple[type, dataclasses.Field, Any]]] = {}
+    for cls in classes:
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.init:
+                fields.setdefault(f.name, []).append((cls, f, hints[f.name]))
+
+    kwargs: dict[type, dict[str, Any]] = {cls: {} for cls in classes}
+    for key, value in values.items():
+        if key not in fields:
+            if foreign and key in foreign:
+                raise ConfigError(f"{_where(origin, key)}: `{key}` {foreign[key]}")
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean `{close[0]}`?" if close else "; see `lmf help` for the documentation"
+            raise ConfigError(f"{_where(origin, key)}: unknown key `{key}`{hint}")
+        for cls, f, tp in fields[key]:
+            try:
+                converted = _convert(value, tp)
+            except _Mismatch:
+                raise ConfigError(f"{_where(origin, key)}: `{key}` must be {describe(tp)}, got {value!r}") from None
+            choices = f.metadata.get("choices")
+            if choices is not None and converted is not None and converted not in choices:
+                raise ConfigError(f"{_where(origin, key)}: `{key}` must be one of "
+                                  f"{', '.join(map(str, choices))}; got {converted!r}")
+            default = f.default if f.default is not dataclasses.MISSING else None
+            if f.metadata.get("planned") and converted != default:
+                raise NotBuiltError(f"{_where(origin, key)}: `{key}` is not supported yet in llamafactory "
+                                    f"(accepted only at its default, {default!r}); remove it to continue")
+            built = BUILT_CHOICES.get(key)
+            if built is not None and converted not in built:
+                raise NotBuiltError(f"{_where(origin, key)}: `{key}: {converted}` is not supported yet; "
+                                    f"available now: {', '.join(built)}")
+            kwargs[cls][key] = converted
+
+    instances = []
+    for cls in classes:
+        try:
+            instances.append(cls(**kwargs[cls]))
+        except (ValueError, TypeError) as err:
+            message = " ".join(str(err).split())
+            raise ConfigError(f"invalid configuration: {message}") from err
+    return instances
+
+
+def _require(value: Any, key: str, what: str) -> None:
+    if value is None or value == "":
+        raise ConfigError(f"missing required key `{key}` ({what})")
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    return bool(xpu is not None and xpu.is_available())
+
+
+def _cpu_has_fast_bf16() -> bool:
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe and probe()) or (amx and amx()))
+
+
+def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, FinetuningArguments,
+                                              GeneratingArguments]:
+    """Arguments of `lmf train`: model, data, training (transformers), finetuning and generating."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .training_args import TrainingArguments
+
+    values, origin = read_args(argv)
+    if not _has_accelerator():
+        # transformers needs use_cpu for bf16 autocast on CPU and for a correct world size under torchrun.
+        values.setdefault("use_cpu", True)
+        if values.get("fp16") in (True, "true"):
+            fast = _cpu_has_fast_bf16()
+            logger.warning("fp16 mixed precision needs a GPU; training in %s on this CPU instead.",
+                           "bf16" if fast else "fp32")
+            values["fp16"] = False
+            if fast:
+                values["bf16"] = True
+    model_args, data_args, training_args, finetuning_args, generating_args = parse_dataclasses(
+        values, origin, [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
+                         GeneratingArguments])
+
+    _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
+             "a .gguf file")
+    if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
+        raise ConfigError("nothing to do: set `do_train: true` (or do_eval / do_predict)")
+    if training_args.do_predict:
+        raise NotBuiltError("`do_predict` is not supported yet in llamafactory; remove it to continue")
+    if "output_dir" not in values:
+        raise ConfigError("missing required key `output_dir` (where checkpoints, logs and the model are saved)")
+    if training_args.do_train:
+        _require(data_args.dataset, "dataset", "comma-separated names from dataset_info.json")
+    if training_args.do_eval and not data_args.eval_dataset and data_args.val_size <= 0:
+        raise ConfigError("`do_eval: true` needs evaluation data: set `eval_dataset` or `val_size`")
+    if model_args.adapter_name_or_path and finetuning_args.finetuning_type != "lora":
+        raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora`")
+    if data_args.cutoff_len <= 0:
+        raise ConfigError(f"`cutoff_len` must be positive, got {data_args.cutoff_len}")
+    if finetuning_args.pure_bf16 and not training_args.bf16:
+        logger.info("pure_bf16 implies bf16; enabling bf16.")
+    _protect_output_dir(training_args, get_last_checkpoint)
+    return model_args, data_args, training_args, finetuning_args, generating_args
+
+
+def _protect_output_dir(training_args: Any, get_last_checkpoint: Any) -> None:
+    """Never overwrite earlier results: resume from the last checkpoint or stop with a clear message."""
+    out = training_args.output_dir
+    if not (training_args.do_train and os.path.isdir(out) and os.listdir(out)):
+        return
+    if training_args.overwrite_output_dir or training_args.resume_from_checkpoint:
+        return
+    last = get_last_checkpoint(out)
+    if last is None:
+        raise ConfigError(f"output_dir `{out}` already holds files; choose a new `output_dir`, set "
+                          "`overwrite_output_dir: true`, or set `resume_from_checkpoint`")
+    training_args.resume_from_checkpoint = last
+    logger.info("Resuming training from %s (set `overwrite_output_dir: true` to start over).", last)
+
+
+def get_infer_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, FinetuningArguments,
+                                              GeneratingArguments]:
+    """Arguments of `lmf chat` and the other inference commands."""
+    values, origin = read_args(argv)
+    foreign = {}
+    try:
+        from .training_args import TrainingArguments
+
+        foreign = {f.name: "is a training key; inference does not use it" for f in dataclasses.fields(TrainingArguments)}
+    except ImportError:  # transformers missing: plain unknown-key messages still work
+        pass
+    model_args, data_args, finetuning_args, generating_args = parse_dataclasses(
+        values, origin, [ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments], foreign)
+    _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
+             "a .gguf file")
+    if model_args.adapter_name_or_path and finetuning_args.finetuning_type != "lora":
+        raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora`")
+    return model_args, data_args, finetuning_args, generating_args

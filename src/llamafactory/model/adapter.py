@@ -1,0 +1,121 @@
+"""Attach the fine-tuning method: full, freeze or LoRA (through peft). Trainable weights are fp32."""
+
+import re
+from typing import Any
+
+from ..extras.errors import ConfigError
+from ..extras.logging import get_logger
+
+logger = get_logger(__name__)
+
+OUTPUT_LAYERS = {"lm_head", "output_layer", "output", "embed_out"}
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def find_all_linear_modules(model: Any) -> list[str]:
+    """Short names of every linear layer except the output head: what `lora_target: all` means."""
+    import torch
+
+    names = set()
+    for full_name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and full_name.split(".")[-1] not in OUTPUT_LAYERS:
+            names.add(full_name.split(".")[-1])
+    return sorted(names)
+
+
+def _upcast_trainable(model: Any, finetuning_args: Any) -> None:
+    import torch
+
+    if finetuning_args.pure_bf16:
+        return
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def _setup_full(model: Any) -> None:
+    model.requires_grad_(True)
+
+
+def _setup_freeze(model: Any, finetuning_args: Any) -> None:
+    num_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "num_layers", None)
+    if not num_layers:
+        raise ConfigError("freeze tuning needs the model's number of layers (config.num_hidden_layers)")
+    n = finetuning_args.freeze_trainable_layers
+    if n == 0 or abs(n) > num_layers:
+        raise ConfigError(f"`freeze_trainable_layers` must be between -{num_layers} and {num_layers}, not 0; got {n}")
+    layer_ids = set(range(num_layers - n, num_layers)) if n > 0 else set(range(-n))
+    modules = _split(finetuning_args.freeze_trainable_modules)
+    extra = _split(finetuning_args.freeze_extra_modules)
+    layer_pattern = re.compile(r"\.(\d+)\.")
+    found_any = False
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        match = layer_pattern.search(name)
+        trainable = False
+        if match and int(match.group(1)) in layer_ids:
+            inner = name[match.end():].split(".")
+            trainable = modules == ["all"] or any(m in inner for m in modules)
+        elif any(m in parts for m in extra):
+            trainable = True
+        param.requires_grad_(trainable)
+        found_any = found_any or trainable
+    if not found_any:
+        raise ConfigError(f"freeze tuning selected no parameters: check `freeze_trainable_modules` "
+                          f"({finetuning_args.freeze_trainable_modules}) and `freeze_extra_modules`")
+    logger.info("Freeze tuning: training layers %s (modules: %s).", sorted(layer_ids), ", ".join(modules))
+
+
+def _setup_lora(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool) -> Any:
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+
+    adapters = _split(model_args.adapter_name_or_path)
+    resume = None
+    if adapters:
+        # Earlier adapters are merged into the base; the last is trained further unless a new one is wanted.
+        to_merge = adapters[:-1] if is_trainable and not finetuning_args.create_new_adapter else adapters
+        if is_trainable and not finetuning_args.create_new_adapter:
+            resume = adapters[-1]
+        for path in to_merge:
+            model = PeftModel.from_pretrained(model, path).merge_and_unload()
+        if to_merge:
+            logger.info("Merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
+        if resume:
+            model = PeftModel.from_pretrained(model, resume, is_trainable=True)
+            logger.info("Resumed adapter %s.", resume)
+    if is_trainable and resume is None:
+        targets = _split(finetuning_args.lora_target)
+        if targets == ["all"]:
+            targets = find_all_linear_modules(model)
+        config = LoraConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=finetuning_args.lora_rank,
+            lora_alpha=finetuning_args.lora_alpha_or_default(),
+            lora_dropout=finetuning_args.lora_dropout,
+            target_modules=targets,
+            use_rslora=finetuning_args.use_rslora,
+            use_dora=finetuning_args.use_dora,
+            modules_to_save=_split(finetuning_args.additional_target) or None,
+        )
+        try:
+            model = get_peft_model(model, config)
+        except ValueError as err:
+            raise ConfigError(f"`lora_target` {finetuning_args.lora_target}: {' '.join(str(err).split())}") from err
+        logger.info("LoRA on modules: %s", ", ".join(targets))
+    return model
+
+
+def init_adapter(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool) -> Any:
+    kind = finetuning_args.finetuning_type
+    if kind == "lora":
+        model = _setup_lora(model, model_args, finetuning_args, is_trainable)
+    elif is_trainable and kind == "full":
+        _setup_full(model)
+    elif is_trainable and kind == "freeze":
+        _setup_freeze(model, finetuning_args)
+    if is_trainable:
+        _upcast_trainable(model, finetuning_args)
+    return model

@@ -1,0 +1,93 @@
+"""Load a tokenizer and a model ready for training or inference."""
+
+from typing import Any
+
+from ..extras.errors import UserError
+from ..extras.logging import get_logger
+from .adapter import init_adapter
+from .model_utils.hub import ModelSource, resolve_model
+from .patcher import attn_implementation, patch_model, print_param_status
+
+logger = get_logger(__name__)
+
+
+def _init_kwargs(model_args: Any, source: ModelSource) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": model_args.trust_remote_code, "cache_dir": model_args.cache_dir,
+                              "revision": model_args.model_revision, "token": model_args.hf_hub_token}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    return kwargs
+
+
+def load_tokenizer(model_args: Any, source: ModelSource | None = None) -> Any:
+    from transformers import AutoTokenizer
+
+    source = source or resolve_model(model_args)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source.path,
+            use_fast=model_args.use_fast_tokenizer,
+            split_special_tokens=model_args.split_special_tokens,
+            padding_side="right",
+            **_init_kwargs(model_args, source),
+        )
+    except OSError as err:
+        raise UserError(f"cannot load a tokenizer from `{model_args.model_name_or_path}`: "
+                        f"{' '.join(str(err).split())[:300]}") from err
+    return tokenizer
+
+
+def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: Any) -> Any:
+    """Training: bf16/fp16 when asked (trainable weights are upcast later). Inference: infer_dtype."""
+    import torch
+
+    if training_args is not None:
+        if training_args.bf16 or finetuning_args.pure_bf16:
+            return torch.bfloat16
+        if training_args.fp16:
+            return torch.float16
+        return torch.float32
+    chosen = model_args.infer_dtype
+    if chosen == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32  # CPU generation: fp32 keeps quality and avoids slow bf16 kernels
+    return getattr(torch, chosen)
+
+
+def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainable: bool, dtype: Any,
+               source: ModelSource | None = None) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    source = source or resolve_model(model_args)
+    kwargs = _init_kwargs(model_args, source)
+    attn = attn_implementation(model_args)
+    if attn:
+        kwargs["attn_implementation"] = attn
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype,
+                                                     low_cpu_mem_usage=model_args.low_cpu_mem_usage, **kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        raise UserError(f"cannot load model `{model_args.model_name_or_path}`: "
+                        f"{' '.join(str(err).split())[:300]}") from err
+    if source.gguf_file:
+        # GGUF weights arrive dequantized; without this the model would be refused for training and saving.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.to(dtype)
+    patch_model(model, tokenizer, model_args, is_trainable)
+    model = init_adapter(model, model_args, finetuning_args, is_trainable)
+    if not is_trainable:
+        model.requires_grad_(False)
+        model.eval()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    if is_trainable:
+        logger.info("trainable params: %s || all params: %s || trainable%%: %.4f", f"{trainable:,}", f"{total:,}",
+                    100 * trainable / max(total, 1))
+    else:
+        logger.info("all params: %s", f"{total:,}")
+    if model_args.print_param_status:
+        print_param_status(model)
+    return model

@@ -1,0 +1,1 @@
+"""Focused helpers used by the model loader."""

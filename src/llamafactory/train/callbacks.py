@@ -1,0 +1,55 @@
+"""Callbacks that make a run readable: trainer_log.jsonl, one JSON line per log step."""
+
+import json
+import os
+import time
+from datetime import timedelta
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ..extras.constants import TRAINER_LOG
+
+
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=int(max(seconds, 0))))
+
+
+class LogCallback(TrainerCallback):
+    """Appends progress to `<output_dir>/trainer_log.jsonl` (read by people, plots and the web UI)."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.start_step = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.start = time.time()
+        self.start_step = state.global_step
+        path = os.path.join(args.output_dir, TRAINER_LOG)
+        if state.is_world_process_zero and os.path.exists(path) and not args.resume_from_checkpoint:
+            os.remove(path)  # a fresh run (overwrite_output_dir) starts a fresh log; a resumed one appends
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs or ("loss" not in logs and "eval_loss" not in logs):
+            return  # the closing summary (train_runtime, ...) goes to train_results.json instead
+        elapsed = time.time() - self.start
+        done = max(state.global_step - self.start_step, 0)
+        remaining = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+        entry = {
+            "current_steps": state.global_step,
+            "total_steps": state.max_steps,
+            "loss": logs.get("loss"),
+            "eval_loss": logs.get("eval_loss"),
+            "lr": logs.get("learning_rate"),
+            "epoch": logs.get("epoch", state.epoch),
+            "percentage": round(100 * state.global_step / state.max_steps, 2) if state.max_steps else 0.0,
+            "elapsed_time": _clock(elapsed),
+            "remaining_time": _clock(remaining),
+        }
+        for key in ("grad_norm", "num_input_tokens_seen", "train_tokens_per_second"):
+            if key in logs:
+                entry[key] = logs[key]
+        entry = {k: v for k, v in entry.items() if v is not None}
+        os.makedirs(args.output_dir, exist_ok=True)
+        with open(os.path.join(args.output_dir, TRAINER_LOG), "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")

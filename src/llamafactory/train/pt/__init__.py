@@ -1,0 +1,1 @@
+"""Continued pre-training on plain text."""
