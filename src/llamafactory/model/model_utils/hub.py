@@ -4,10 +4,13 @@ When a hub id cannot be fetched and a packaged GGUF copy of that model is instal
 converted once into a cached HF folder and used from then on, so the default model works offline.
 """
 
+import functools
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 
 from ...extras import envs
@@ -92,17 +95,33 @@ def _embedded_folder(model_id: str, reason: str) -> str:
     return convert_gguf_to_folder(gguf_path, target)
 
 
+@functools.cache
+def hub_online(timeout: float = 3.0) -> bool:
+    """One quick connection to the hub's host, so that an offline machine fails at once instead of
+    waiting through huggingface_hub's retries."""
+    if envs.hub_offline():
+        return False
+    host = urllib.parse.urlparse(os.getenv("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _hub_reachable(model_id: str, revision: str, cache_dir: str | None, token: str | None) -> str | None:
     """None when the model's config can be had from the hub or its cache, else the reason it cannot."""
     from huggingface_hub import hf_hub_download
 
+    online = hub_online()
     try:
         hf_hub_download(model_id, "config.json", revision=revision, cache_dir=cache_dir, token=token,
-                        local_files_only=envs.hub_offline())
+                        local_files_only=not online)
         return None
     except Exception as err:  # noqa: BLE001 - offline, not found, gated: all mean "not from the hub"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return f"{type(err).__name__}: {first}"[:200]
+        where = "" if online else "the hub is unreachable and the local cache lacks it; "
+        return f"{where}{type(err).__name__}: {first}"[:240]
 
 
 def resolve_model(model_args: object) -> ModelSource:

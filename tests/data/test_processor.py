@@ -1,0 +1,86 @@
+from types import SimpleNamespace
+
+import pytest
+
+from llamafactory.data.processor.pretrain import PretrainProcessor
+from llamafactory.data.processor.supervised import SupervisedProcessor, split_budget
+from llamafactory.data.template import get_template
+from llamafactory.extras.constants import IGNORE_INDEX
+
+MULTI = [
+    {"role": "user", "content": "Who are you?"},
+    {"role": "assistant", "content": "I am Lumen."},
+    {"role": "user", "content": "Who made you?"},
+]
+ANSWER = [{"role": "assistant", "content": "Forge made me."}]
+
+
+def processor(tokenizer, **kwargs):
+    args = SimpleNamespace(cutoff_len=1024, train_on_prompt=False, mask_history=False, **kwargs)
+    return SupervisedProcessor(get_template("chatml"), tokenizer, args)
+
+
+def test_labels_mask_every_prompt_token(tiny_tokenizer):
+    proc = processor(tiny_tokenizer)
+    input_ids, labels = proc.encode(MULTI, ANSWER, "Be brief.")
+    turns = get_template("chatml").encode_multiturn(tiny_tokenizer, MULTI + ANSWER, "Be brief.")
+    expected_labels = []
+    for prompt, response in turns:
+        expected_labels += [IGNORE_INDEX] * len(prompt) + response
+    assert input_ids == [i for p, r in turns for i in p + r]
+    assert len(labels) == len(input_ids)
+    for position, (token, label) in enumerate(zip(input_ids, labels)):
+        assert label == expected_labels[position], position
+        assert label in (IGNORE_INDEX, token)
+    trained = tiny_tokenizer.decode([t for t in labels if t != IGNORE_INDEX])
+    assert trained == "I am Lumen.<|im_end|>\nForge made me.<|im_end|>\n"  # answers and their stop token only
+
+
+def test_train_on_prompt_and_mask_history(tiny_tokenizer):
+    input_ids, labels = processor(tiny_tokenizer, ).encode(MULTI, ANSWER, None)
+    _, all_labels = SupervisedProcessor(get_template("chatml"), tiny_tokenizer, SimpleNamespace(
+        cutoff_len=1024, train_on_prompt=True, mask_history=False)).encode(MULTI, ANSWER, None)
+    assert all_labels == input_ids
+    _, last_only = SupervisedProcessor(get_template("chatml"), tiny_tokenizer, SimpleNamespace(
+        cutoff_len=1024, train_on_prompt=False, mask_history=True)).encode(MULTI, ANSWER, None)
+    assert tiny_tokenizer.decode([t for t in last_only if t != IGNORE_INDEX]) == "Forge made me.<|im_end|>\n"
+
+
+@pytest.mark.parametrize("prompt,response,budget,expected", [
+    (10, 10, 100, (10, 10)),
+    (80, 40, 100, (60, 40)),  # answer fits in half: kept whole, prompt gets the rest
+    (80, 80, 100, (50, 50)),
+    (10, 200, 100, (10, 90)),  # short prompt kept, answer cut
+])
+def test_split_budget(prompt, response, budget, expected):
+    assert split_budget(prompt, response, budget) == expected
+    assert sum(split_budget(prompt, response, budget)) <= budget
+
+
+def test_cutoff_len_truncates_and_keeps_alignment(tiny_tokenizer):
+    proc = processor(tiny_tokenizer)
+    proc.data_args.cutoff_len = 12
+    input_ids, labels = proc.encode(MULTI, ANSWER, None)
+    assert len(input_ids) == len(labels) == 12
+    assert labels[:6] == [IGNORE_INDEX] * 6 and all(label != IGNORE_INDEX for label in labels[6:])
+
+
+def test_rows_without_answer_are_skipped(tiny_tokenizer):
+    proc = processor(tiny_tokenizer)
+    batch = {"_prompt": [MULTI, MULTI, [{"role": "user", "content": ""}]], "_response": [ANSWER, [], ANSWER],
+             "_system": ["", "", ""]}
+    out = proc.preprocess(batch)
+    assert len(out["input_ids"]) == 1
+    assert out["attention_mask"][0] == [1] * len(out["input_ids"][0])
+
+
+def test_pretrain_blocks_keep_every_token(tiny_tokenizer):
+    tiny_tokenizer.eos_token = "<|endoftext|>"
+    proc = PretrainProcessor(None, tiny_tokenizer, SimpleNamespace(cutoff_len=8))
+    texts = ["the quick brown fox", "jumps over the lazy dog", "hi"]
+    out = proc.preprocess({"_prompt": [[{"role": "user", "content": t}] for t in texts]})
+    expected = tiny_tokenizer("".join(t + "<|endoftext|>" for t in texts), add_special_tokens=False)["input_ids"]
+    flat = [i for block in out["input_ids"] for i in block]
+    assert flat == expected
+    assert all(len(b) == 8 for b in out["input_ids"][:-1]) and 0 < len(out["input_ids"][-1]) <= 8
+    assert out["labels"] == out["input_ids"]

@@ -1,0 +1,149 @@
+import pytest
+
+from llamafactory.extras.errors import ConfigError, NotBuiltError
+from llamafactory.hparams.parser import get_infer_args, get_train_args, read_args
+
+
+def write(tmp_path, text: str, name: str = "cfg.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+BASE = "model_name_or_path: some/model\nstage: sft\ndo_train: true\ndataset: identity\n"
+
+
+def train_args(tmp_path, extra: str = "", *overrides: str):
+    out = tmp_path / "out"
+    cfg = write(tmp_path, BASE + f"output_dir: {out}\n" + extra)
+    return get_train_args([cfg, *overrides])
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        train_args(tmp_path, "lora_rnak: 8\n")
+    message = str(err.value)
+    assert "cfg.yaml" in message and "`lora_rnak`" in message and "did you mean `lora_rank`" in message
+
+
+def test_unknown_key_on_command_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"on the command line: unknown key `learning_rat`; did you mean `learning_rate`"):
+        train_args(tmp_path, "", "learning_rat=1e-4")
+
+
+def test_wrong_type_names_key_value_and_type(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        train_args(tmp_path, "lora_rank: eight\n")
+    assert "`lora_rank` must be an integer, got 'eight'" in str(err.value)
+    with pytest.raises(ConfigError, match="`do_train` must be a boolean"):
+        train_args(tmp_path, "", "do_train=maybe")
+
+
+def test_yaml_syntax_error_gives_file_and_line(tmp_path):
+    cfg = write(tmp_path, "model_name_or_path: x\nlora_rank: [8\nstage: sft\n")
+    with pytest.raises(ConfigError) as err:
+        read_args([cfg])
+    assert f"{cfg}:3:" in str(err.value) or f"{cfg}:4:" in str(err.value)
+    assert "YAML syntax error" in str(err.value)
+
+
+def test_json_syntax_error_gives_file_and_line(tmp_path):
+    cfg = write(tmp_path, '{\n  "model_name_or_path": "x",\n  "stage": sft\n}', "cfg.json")
+    with pytest.raises(ConfigError, match=rf"{cfg}:3:\d+: JSON syntax error"):
+        read_args([cfg])
+
+
+def test_missing_required_keys(tmp_path):
+    cfg = write(tmp_path, "stage: sft\ndo_train: true\n")
+    with pytest.raises(ConfigError, match="missing required key `model_name_or_path`"):
+        get_train_args([cfg])
+    cfg = write(tmp_path, "model_name_or_path: m\ndo_train: true\ndataset: d\n")
+    with pytest.raises(ConfigError, match="missing required key `output_dir`"):
+        get_train_args([cfg])
+    cfg = write(tmp_path, f"model_name_or_path: m\ndo_train: true\noutput_dir: {tmp_path / 'o'}\n")
+    with pytest.raises(ConfigError, match="missing required key `dataset`"):
+        get_train_args([cfg])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file `nope.yaml` not found"):
+        read_args(["nope.yaml"])
+
+
+def test_overrides_win_over_file_in_every_form(tmp_path):
+    model, data, training, finetuning, _ = train_args(
+        tmp_path, "lora_rank: 8\nlearning_rate: 1.0e-4\n", "lora_rank=16", "--learning_rate", "5e-5",
+        "--plot_loss", "--cutoff_len=64")
+    assert finetuning.lora_rank == 16
+    assert training.learning_rate == pytest.approx(5e-5)  # PyYAML reads 5e-5 as a string; it is converted
+    assert finetuning.plot_loss is True
+    assert data.cutoff_len == 64
+    assert model.model_name_or_path == "some/model"
+
+
+def test_llamafactory_defaults(tmp_path):
+    model, data, training, finetuning, generating = train_args(tmp_path)
+    assert (finetuning.lora_rank, finetuning.lora_alpha_or_default(), finetuning.lora_target) == (8, 16, "all")
+    assert finetuning.finetuning_type == "lora" and data.cutoff_len == 2048 and data.dataset_dir == "data"
+    assert generating.temperature == 0.95 and generating.top_p == 0.7
+    assert training.use_cpu is True  # no accelerator on the test machine
+
+
+def test_legacy_transformers4_keys_are_mapped(tmp_path):
+    _, _, training, _, _ = train_args(tmp_path, "warmup_ratio: 0.1\nevaluation_strategy: 'no'\n")
+    assert training.warmup_steps == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="either `warmup_ratio` or `warmup_steps`"):
+        train_args(tmp_path, "warmup_ratio: 0.1\nwarmup_steps: 5\n")
+
+
+def test_planned_key_refused_only_when_changed(tmp_path):
+    train_args(tmp_path, "use_galore: false\n")  # default value: accepted
+    with pytest.raises(NotBuiltError, match="`use_galore` is not supported yet"):
+        train_args(tmp_path, "use_galore: true\n")
+
+
+def test_stage_not_built_and_bad_choice(tmp_path):
+    with pytest.raises(NotBuiltError, match="`stage: dpo` is not supported yet; available now: pt, sft"):
+        train_args(tmp_path, "", "stage=dpo")
+    with pytest.raises(ConfigError, match="`finetuning_type` must be one of lora, freeze, full, oft; got 'qlora'"):
+        train_args(tmp_path, "", "finetuning_type=qlora")
+
+
+def test_nothing_to_do(tmp_path):
+    cfg = write(tmp_path, f"model_name_or_path: m\noutput_dir: {tmp_path / 'o'}\n")
+    with pytest.raises(ConfigError, match="nothing to do"):
+        get_train_args([cfg])
+
+
+def test_output_dir_is_never_overwritten_silently(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_text("earlier results")
+    with pytest.raises(ConfigError, match="already holds files"):
+        train_args(tmp_path)
+    train_args(tmp_path, "overwrite_output_dir: true\n")  # explicit consent
+    (out / "checkpoint-7").mkdir()
+    (out / "checkpoint-7" / "trainer_state.json").write_text("{}")
+    _, _, training, _, _ = train_args(tmp_path)
+    assert training.resume_from_checkpoint == str(out / "checkpoint-7")
+
+
+def test_infer_args_reject_training_keys_with_a_hint(tmp_path):
+    cfg = write(tmp_path, "model_name_or_path: m\ntemplate: chatml\nlearning_rate: 1e-4\n")
+    with pytest.raises(ConfigError, match="`learning_rate` is a training key"):
+        get_infer_args([cfg])
+    cfg = write(tmp_path, "model_name_or_path: m\ntemplate: chatml\n")
+    model, data, finetuning, generating = get_infer_args([cfg, "do_sample=false", "max_new_tokens=7"])
+    assert data.template == "chatml" and generating.do_sample is False
+    assert generating.to_dict() == {"do_sample": False, "num_beams": 1, "max_new_tokens": 7,
+                                    "repetition_penalty": 1.0, "length_penalty": 1.0}
+
+
+def test_null_override_and_bad_argument(tmp_path):
+    cfg = write(tmp_path, "model_name_or_path: m\nadapter_name_or_path: a\n")
+    model, *_ = get_infer_args([cfg, "adapter_name_or_path=null"])
+    assert model.adapter_name_or_path is None
+    with pytest.raises(ConfigError, match="cannot read argument `stray`"):
+        read_args([cfg, "stray"])
+    with pytest.raises(ConfigError, match="expected a mapping of keys to values at the top level, got a list"):
+        read_args([write(tmp_path, "- a\n- b\n")])
