@@ -34,7 +34,7 @@ def test_missing_column_names_dataset_row_and_column(tmp_path):
 
 
 def test_bad_history_is_named(tmp_path):
-    attr = attr_for(tmp_path, {"columns": {"history": "history"}})
+    attr = attr_for(tmp_path, {"columns": {"prompt": "instruction", "response": "output", "history": "history"}})
     with pytest.raises(ConfigError, match="row 2: each `history` item must be a \\[query, response\\] pair"):
         convert_alpaca({"instruction": "q", "input": "", "output": "a", "history": [["only one"]]}, attr, 2)
 
@@ -50,3 +50,10 @@ def test_dataset_info_errors(tmp_path):
     folder = write_dataset(str(tmp_path / "b"), [], entry={"formatting": "sharegpt"})
     with pytest.raises(NotBuiltError, match="`formatting: sharegpt` is not supported yet"):
         get_dataset_list("identity", folder)
+
+
+def test_listed_columns_replace_the_defaults(tmp_path):
+    attr = attr_for(tmp_path, {"columns": {"prompt": "text"}})
+    assert attr.columns == {"prompt": "text"}
+    out = convert_alpaca({"text": "plain text"}, attr, 0)
+    assert out["_prompt"] == [{"role": "user", "content": "plain text"}] and out["_response"] == []

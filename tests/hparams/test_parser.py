@@ -27,7 +27,8 @@ def test_unknown_key_suggests_closest(tmp_path):
 
 
 def test_unknown_key_on_command_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"on the command line: unknown key `learning_rat`; did you mean `learning_rate`"):
+    expected = r"on the command line: unknown key `learning_rat`; did you mean `learning_rate`"
+    with pytest.raises(ConfigError, match=expected):
         train_args(tmp_path, "", "learning_rat=1e-4")
 
 

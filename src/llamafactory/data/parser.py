@@ -88,14 +88,19 @@ def _parse_entry(name: str, entry: Any, dataset_dir: str, info_path: str) -> Dat
         if hub_keys:
             raise NotBuiltError(f"{where}: `{hub_keys[0]}` datasets are not supported yet; use a local `file_name`")
         raise ConfigError(f"{where}: needs `file_name` (a file or folder inside {dataset_dir})")
-    columns = dict(COLUMN_DEFAULTS[formatting])
-    given = entry.get("columns") or {}
-    if not isinstance(given, dict):
+    # As in LlamaFactory: an entry that lists `columns` names every column it uses; the format's default
+    # column names apply only when `columns` is absent.
+    given = entry.get("columns")
+    if given is None:
+        columns = dict(COLUMN_DEFAULTS[formatting])
+    elif not isinstance(given, dict):
         raise ConfigError(f"{where}: `columns` must be a mapping")
-    for key, value in given.items():
-        if key not in COLUMN_KEYS:
-            raise ConfigError(f"{where}: unknown column key `{key}`; valid: {', '.join(COLUMN_KEYS)}")
-        columns[key] = value
+    else:
+        columns = {}
+        for key, value in given.items():
+            if key not in COLUMN_KEYS:
+                raise ConfigError(f"{where}: unknown column key `{key}`; valid: {', '.join(COLUMN_KEYS)}")
+            columns[key] = value
     tags = entry.get("tags") or {}
     for key in tags:
         if key not in TAG_KEYS:

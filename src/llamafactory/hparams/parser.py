@@ -377,7 +377,8 @@ def get_infer_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Fine
     try:
         from .training_args import TrainingArguments
 
-        foreign = {f.name: "is a training key; inference does not use it" for f in dataclasses.fields(TrainingArguments)}
+        hint = "is a training key; inference does not use it"
+        foreign = {f.name: hint for f in dataclasses.fields(TrainingArguments)}
     except ImportError:  # transformers missing: plain unknown-key messages still work
         pass
     model_args, data_args, finetuning_args, generating_args = parse_dataclasses(

@@ -1,0 +1,89 @@
+"""The real CLI end to end on a tiny 2-layer model: training must lower the loss, chat must use it."""
+
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_lmf, write_dataset
+
+COMMON = ["--template", "chatml", "--dataset", "identity", "--do_train", "--report_to", "none",
+          "--cutoff_len", "64", "--per_device_train_batch_size", "4", "--logging_steps", "10", "--seed", "0"]
+
+
+def losses(output_dir: str) -> list[float]:
+    with open(os.path.join(output_dir, "trainer_log.jsonl")) as f:
+        entries = [json.loads(line) for line in f]
+    for entry in entries:
+        assert {"current_steps", "total_steps", "loss", "lr", "epoch", "percentage", "elapsed_time",
+                "remaining_time"} <= set(entry)
+    return [e["loss"] for e in entries]
+
+
+def chat(model_dir: str, adapter: str | None, messages: str) -> str:
+    args = ["chat", "--model_name_or_path", model_dir, "--template", "chatml", "--do_sample", "false",
+            "--max_new_tokens", "16"]
+    if adapter:
+        args += ["--adapter_name_or_path", adapter]
+    proc = run_lmf(*args, stdin=messages)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_lora_sft_learns_and_chat_answers_with_the_adapter(tmp_path, tiny_model_dir, identity_dir):
+    out = str(tmp_path / "lora")
+    proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--dataset_dir", identity_dir,
+                   "--output_dir", out, "--finetuning_type", "lora", "--lora_rank", "16", "--learning_rate", "1e-2",
+                   "--max_steps", "60", "--plot_loss", "true", *COMMON)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = losses(out)
+    assert len(curve) == 6 and curve[-1] < 0.9 * curve[0], curve
+    for name in ("adapter_model.safetensors", "adapter_config.json", "training_loss.png", "train_results.json"):
+        assert os.path.isfile(os.path.join(out, name)), name
+
+    transcript = chat(tiny_model_dir, out, "Who are you?\nclear\nWho made you?\nexit\nnever sent\n")
+    answers = [line for line in transcript.splitlines() if line.startswith("Assistant:")]
+    assert len(answers) == 2 and all("Lumen" in a or "Forge" in a for a in answers), transcript
+    assert "History has been removed." in transcript and "never sent" not in transcript
+    base = chat(tiny_model_dir, None, "Who are you?\n")
+    assert "Lumen" not in base and "Forge" not in base
+
+
+@pytest.mark.parametrize("method", ["full", "freeze"])
+def test_full_and_freeze_lower_the_loss(tmp_path, tiny_model_dir, identity_dir, method):
+    out = str(tmp_path / method)
+    proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--dataset_dir", identity_dir,
+                   "--output_dir", out, "--finetuning_type", method, "--freeze_trainable_layers", "1",
+                   "--freeze_extra_modules", "lm_head",
+                   "--learning_rate", "5e-3", "--max_steps", "30", *COMMON)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = losses(out)
+    assert curve[-1] < 0.8 * curve[0], curve
+    assert os.path.isfile(os.path.join(out, "model.safetensors"))
+
+
+def test_pretraining_on_plain_text_lowers_the_loss(tmp_path, tiny_model_dir):
+    rows = [{"text": "the quick brown fox jumps over the lazy dog"}] * 40
+    data = write_dataset(str(tmp_path / "data"), rows, name="c4_demo", file_name="c4.jsonl",
+                         entry={"columns": {"prompt": "text"}})
+    out = str(tmp_path / "pt")
+    proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--stage", "pt", "--dataset", "c4_demo",
+                   "--dataset_dir", data, "--output_dir", out, "--finetuning_type", "full",
+                   "--do_train", "--learning_rate", "5e-3", "--max_steps", "30", "--cutoff_len", "32",
+                   "--logging_steps", "10", "--report_to", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = losses(out)
+    assert curve[-1] < 0.8 * curve[0], curve
+
+
+def test_second_run_resumes_instead_of_overwriting(tmp_path, tiny_model_dir, identity_dir):
+    out = str(tmp_path / "resume")
+    args = ["train", "--model_name_or_path", tiny_model_dir, "--dataset_dir", identity_dir, "--output_dir", out,
+            "--learning_rate", "1e-3", "--save_steps", "5", *COMMON]
+    first = run_lmf(*args, "--max_steps", "5")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_lmf(*args, "--max_steps", "10")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Resuming training from" in second.stderr and "checkpoint-5" in second.stderr
+    with open(os.path.join(out, "trainer_state.json")) as f:
+        assert json.load(f)["global_step"] == 10
