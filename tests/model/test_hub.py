@@ -7,7 +7,8 @@ from llamafactory.model.model_utils import hub
 
 
 def margs(name):
-    return SimpleNamespace(model_name_or_path=name, model_revision="main", cache_dir=None, hf_hub_token=None)
+    return SimpleNamespace(model_name_or_path=name, model_revision="main", cache_dir=None, hf_hub_token=None,
+                           ms_hub_token=None)
 
 
 def test_local_folder_and_gguf_file(tmp_path, tiny_model_dir):

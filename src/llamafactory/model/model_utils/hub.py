@@ -140,6 +140,10 @@ def resolve_model(model_args: object) -> ModelSource:
             from modelscope import snapshot_download
         except ImportError as err:
             raise UserError("USE_MODELSCOPE_HUB=1 needs the modelscope package: `pip install modelscope`") from err
+        if model_args.ms_hub_token:
+            from modelscope.hub.api import HubApi
+
+            HubApi().login(model_args.ms_hub_token)
         return ModelSource(snapshot_download(name, revision=model_args.model_revision, cache_dir=model_args.cache_dir))
     reason = _hub_reachable(name, model_args.model_revision, model_args.cache_dir, model_args.hf_hub_token)
     if reason is None:
