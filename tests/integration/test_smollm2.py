@@ -77,3 +77,17 @@ def test_a_few_lora_steps_on_the_real_model_lower_the_loss(converted, tmp_path):
     with open(os.path.join(out, "trainer_log.jsonl")) as f:
         curve = [json.loads(line)["loss"] for line in f]
     assert len(curve) == 4 and curve[-1] < 0.8 * curve[0], curve
+
+
+def test_a_gguf_file_path_loads_like_its_converted_folder(converted):
+    """model_name_or_path may name the .gguf file itself; it must answer like the converted folder."""
+    from llamafactory.chat.chat_model import ChatModel
+    from llamafactory.model.model_utils.hub import embedded_gguf
+
+    cache, _ = converted
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    args = ["--template", "smollm2", "--do_sample", "false", "--max_new_tokens", "8"]
+    from_file = ChatModel(["--model_name_or_path", embedded_gguf(MODEL_ID), *args]).chat(question)[0]
+    folder = os.path.join(cache, "models", "HuggingFaceTB--SmolLM2-135M-Instruct")
+    from_folder = ChatModel(["--model_name_or_path", folder, *args]).chat(question)[0]
+    assert from_file.response_text == from_folder.response_text and from_file.response_length > 0

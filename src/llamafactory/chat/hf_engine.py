@@ -1,7 +1,7 @@
 """The transformers engine: generate with the template's prompt format and stop tokens, streaming or not."""
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from threading import Thread
 from typing import Any
 
@@ -33,18 +33,11 @@ class HuggingfaceEngine:
         import torch
 
         prompt = self.template.encode_prompt(self.tokenizer, messages, system)
-        gen = self.generating_args.to_dict()
-        for key, value in overrides.items():
-            if value is not None:
-                gen[key] = value
-        if not gen.get("do_sample", True):
-            for key in ("temperature", "top_p", "top_k"):
-                gen.pop(key, None)
-        if "max_new_tokens" in overrides and overrides["max_new_tokens"]:
-            gen.pop("max_length", None)
+        # Per-request settings replace the configured ones; to_dict() then drops what does not apply.
+        settings = replace(self.generating_args, **{k: v for k, v in overrides.items() if v is not None})
         input_ids = torch.tensor([prompt], device=self.model.device)
         return dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), eos_token_id=self.stop_ids,
-                    pad_token_id=self.tokenizer.pad_token_id, **gen)
+                    pad_token_id=self.tokenizer.pad_token_id, **settings.to_dict())
 
     def chat(self, messages: list[dict[str, str]], system: str | None = None, **overrides: Any) -> list[Response]:
         import torch
