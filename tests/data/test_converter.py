@@ -57,3 +57,14 @@ def test_listed_columns_replace_the_defaults(tmp_path):
     assert attr.columns == {"prompt": "text"}
     out = convert_alpaca({"text": "plain text"}, attr, 0)
     assert out["_prompt"] == [{"role": "user", "content": "plain text"}] and out["_response"] == []
+
+
+@pytest.mark.parametrize("entry,what", [
+    ({"columns": {"prompt": "instruction", "images": "images"}}, "`images` column"),
+    ({"columns": {"prompt": "instruction", "tools": "tools"}}, "`tools` column"),
+    ({"ranking": True}, "`ranking`"),
+])
+def test_unbuilt_dataset_features_are_refused_not_ignored(tmp_path, entry, what):
+    folder = write_dataset(str(tmp_path), [], entry=entry)
+    with pytest.raises(NotBuiltError, match=f"{what} is not supported yet"):
+        get_dataset_list("identity", folder)

@@ -65,3 +65,25 @@ def test_missing_file_and_unsupported_type(tmp_path, tiny_tokenizer):
     model_args, data_args, training = args(tmp_path, folder)
     with pytest.raises(ConfigError, match=r"`\.xml` files are not supported"):
         get_dataset(get_template("chatml"), model_args, data_args, training, "sft", tiny_tokenizer)
+
+
+def test_num_samples_draws_with_repeats_and_max_samples_caps(tmp_path, tiny_tokenizer):
+    folder = write_dataset(str(tmp_path / "data"), IDENTITY, entry={"num_samples": 10})
+    model_args, data_args, training = args(tmp_path, folder)
+    train = get_dataset(get_template("chatml"), model_args, data_args, training, "sft", tiny_tokenizer)["train_dataset"]
+    assert len(train) == 10  # 4 rows up-weighted to 10, as in LlamaFactory
+    answers = {tiny_tokenizer.decode([t for t in row["labels"] if t != -100]) for row in train}
+    assert answers == {r["output"] + "<|im_end|>\n" for r in IDENTITY}
+    model_args, data_args, training = args(tmp_path, folder, max_samples=6)
+    assert len(get_dataset(get_template("chatml"), model_args, data_args, training, "sft",
+                           tiny_tokenizer)["train_dataset"]) == 6
+
+
+def test_pretraining_counts_empty_texts(tmp_path, tiny_tokenizer, caplog):
+    rows = [{"text": "the quick brown fox"}, {"text": ""}, {"text": "jumps over the lazy dog"}]
+    folder = write_dataset(str(tmp_path / "data"), rows, entry={"columns": {"prompt": "text"}})
+    model_args, data_args, training = args(tmp_path, folder)
+    with caplog.at_level(logging.WARNING, logger="llamafactory"):
+        train = get_dataset(None, model_args, data_args, training, "pt", tiny_tokenizer)["train_dataset"]
+    assert "Dropped 1 of 3 training examples with empty text" in caplog.text
+    assert len(train) >= 1

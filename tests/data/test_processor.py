@@ -84,3 +84,13 @@ def test_pretrain_blocks_keep_every_token(tiny_tokenizer):
     assert flat == expected
     assert all(len(b) == 8 for b in out["input_ids"][:-1]) and 0 < len(out["input_ids"][-1]) <= 8
     assert out["labels"] == out["input_ids"]
+
+
+def test_mask_history_keeps_the_trained_last_turn_when_truncating(tiny_tokenizer):
+    proc = processor(tiny_tokenizer, )
+    proc.data_args.mask_history = True
+    turns = get_template("chatml").encode_multiturn(tiny_tokenizer, MULTI + ANSWER)
+    proc.data_args.cutoff_len = len(turns[1][0]) + len(turns[1][1])  # room for the last turn only
+    input_ids, labels = proc.encode(MULTI, ANSWER, None)
+    assert input_ids == turns[1][0] + turns[1][1]
+    assert tiny_tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "Forge made me.<|im_end|>\n"

@@ -22,6 +22,12 @@ def test_registry_has_the_first_templates():
         get_template("nope")
 
 
+def test_unset_template_is_refused_for_chat_models(tiny_tokenizer):
+    with pytest.raises(ConfigError, match="`template` is not set, but this model has a chat template"):
+        get_template(None, tiny_tokenizer)
+    assert get_template(None).name == "empty"
+
+
 @pytest.mark.parametrize("system", [None, "You are terse."])
 def test_chatml_equals_the_tokenizers_own_chat_template(tiny_tokenizer, system):
     template = get_template("chatml")

@@ -87,3 +87,10 @@ def test_second_run_resumes_instead_of_overwriting(tmp_path, tiny_model_dir, ide
     assert "Resuming training from" in second.stderr and "checkpoint-5" in second.stderr
     with open(os.path.join(out, "trainer_state.json")) as f:
         assert json.load(f)["global_step"] == 10
+
+
+def test_chat_with_a_missing_adapter_says_so_in_one_line(tiny_model_dir, tmp_path):
+    proc = run_lmf("chat", "--model_name_or_path", tiny_model_dir, "--template", "chatml", "--adapter_name_or_path",
+                   str(tmp_path / "not-trained"), stdin="hi\n")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: adapter `{tmp_path / 'not-trained'}` not found")

@@ -148,3 +148,10 @@ def test_null_override_and_bad_argument(tmp_path):
         read_args([cfg, "stray"])
     with pytest.raises(ConfigError, match="expected a mapping of keys to values at the top level, got a list"):
         read_args([write(tmp_path, "- a\n- b\n")])
+
+
+def test_combinations_that_cannot_work_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="either `eval_dataset` or `val_size`"):
+        train_args(tmp_path, "eval_dataset: identity\nval_size: 0.1\n")
+    with pytest.raises(NotBuiltError, match="`deepspeed` and `fsdp` are not supported yet"):
+        train_args(tmp_path, "deepspeed: ds_z3_config.json\n")

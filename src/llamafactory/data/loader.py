@@ -3,6 +3,8 @@
 import os
 from typing import Any
 
+import numpy as np
+
 from ..extras.errors import ConfigError
 from ..extras.logging import get_logger
 from .converter import align_dataset
@@ -35,7 +37,7 @@ def _data_files(attr: DatasetAttr) -> tuple[str, list[str]]:
     return builders.pop(), files
 
 
-def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any) -> Any:
+def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any, seed: int = 42) -> Any:
     from datasets import load_dataset
 
     builder, files = _data_files(attr)
@@ -45,12 +47,20 @@ def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any) -> A
     except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs the file name
         message = " ".join(str(err).split())[:400]
         raise ConfigError(f"dataset `{attr.name}`: cannot read {attr.path} as {builder}: {message}") from err
-    limit = min(n for n in (attr.num_samples, data_args.max_samples) if n) if (
-        attr.num_samples or data_args.max_samples) else None
-    if limit is not None and limit < len(dataset):
-        logger.info("Dataset %s: using %d of %d examples (num_samples / max_samples).", attr.name, limit,
-                    len(dataset))
-        dataset = dataset.select(range(limit))
+    if attr.num_samples:
+        # LlamaFactory's meaning: a random sample of that size, drawn with repeats when it exceeds the
+        # dataset (so num_samples can up-weight a small dataset in a mix).
+        rng = np.random.default_rng(seed)
+        indices = rng.permutation(len(dataset))[: attr.num_samples]
+        if attr.num_samples > len(dataset):
+            extra = rng.choice(len(dataset), attr.num_samples - len(dataset))
+            indices = np.concatenate([indices, extra])
+        logger.info("Dataset %s: sampled %d examples from %d (num_samples).", attr.name, len(indices), len(dataset))
+        dataset = dataset.select(indices.tolist())
+    if data_args.max_samples and data_args.max_samples < len(dataset):
+        logger.info("Dataset %s: using the first %d of %d examples (max_samples).", attr.name,
+                    data_args.max_samples, len(dataset))
+        dataset = dataset.select(range(data_args.max_samples))
     return align_dataset(dataset, attr, data_args.preprocessing_num_workers, data_args.overwrite_cache)
 
 
@@ -62,6 +72,13 @@ def _merge(datasets: list[Any]) -> Any:
 
 def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args: Any, what: str) -> Any:
     processor = get_processor(stage, template, tokenizer, data_args)
+    if stage == "pt":  # blocks do not map to rows, so empty rows are counted before tokenizing
+        nonempty = dataset.filter(lambda ex: processor.is_valid(ex["_prompt"], ex["_response"]),
+                                  num_proc=data_args.preprocessing_num_workers, desc=f"Checking {what} texts")
+        if len(nonempty) < len(dataset):
+            logger.warning("Dropped %d of %d %s examples with empty text.", len(dataset) - len(nonempty),
+                           len(dataset), what)
+        dataset = nonempty
     before = len(dataset)
     tokenized = dataset.map(
         processor.preprocess,
@@ -76,8 +93,8 @@ def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args
         dropped = before - len(tokenized)
         if dropped:
             logger.warning("Dropped %d of %d %s examples with no answer or an empty prompt.", dropped, before, what)
-        if len(tokenized) == 0:
-            raise ConfigError(f"no usable {what} examples: every row lacks an answer or a prompt")
+    if len(tokenized) == 0:
+        raise ConfigError(f"no usable {what} examples: every row lacks text, an answer or a prompt")
     logger.info("Tokenized %s example:\n%s", what, processor.describe(tokenized[0]))
     return tokenized
 
@@ -90,16 +107,21 @@ def get_dataset(template: Any, model_args: Any, data_args: Any, training_args: A
         train_attrs = get_dataset_list(data_args.dataset, data_args.dataset_dir)
         eval_attrs = get_dataset_list(data_args.eval_dataset, data_args.dataset_dir)
         if train_attrs:
-            train = _tokenize(_merge([load_single_dataset(a, model_args, data_args) for a in train_attrs]),
+            train = _tokenize(_merge([load_single_dataset(a, model_args, data_args, training_args.seed)
+                                      for a in train_attrs]),
                               stage, template, tokenizer, data_args, "training")
         if eval_attrs:
-            eval_ = _tokenize(_merge([load_single_dataset(a, model_args, data_args) for a in eval_attrs]),
+            eval_ = _tokenize(_merge([load_single_dataset(a, model_args, data_args, training_args.seed)
+                                      for a in eval_attrs]),
                               stage, template, tokenizer, data_args, "evaluation")
         if train is not None and data_args.val_size > 0 and eval_ is None:
             size = int(data_args.val_size) if data_args.val_size >= 1 else data_args.val_size
             if isinstance(size, int) and size >= len(train):
                 raise ConfigError(f"`val_size` {size} must be smaller than the {len(train)} training examples")
-            split = train.train_test_split(test_size=size, seed=training_args.seed)
+            try:
+                split = train.train_test_split(test_size=size, seed=training_args.seed)
+            except ValueError as err:
+                raise ConfigError(f"`val_size` {data_args.val_size}: {' '.join(str(err).split())}") from err
             train, eval_ = split["train"], split["test"]
             logger.info("Held out %d of %d examples for evaluation (val_size).", len(eval_), len(train) + len(eval_))
     module: dict[str, Any] = {}

@@ -15,6 +15,8 @@ COLUMN_DEFAULTS = {
     "sharegpt": {"messages": "conversations"},
     "openai": {"messages": "messages"},
 }
+# Column keys whose data the pipeline cannot use yet: refused rather than dropped.
+UNBUILT_COLUMNS = ("tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
                "audios", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
@@ -101,6 +103,12 @@ def _parse_entry(name: str, entry: Any, dataset_dir: str, info_path: str) -> Dat
             if key not in COLUMN_KEYS:
                 raise ConfigError(f"{where}: unknown column key `{key}`; valid: {', '.join(COLUMN_KEYS)}")
             columns[key] = value
+    unbuilt = [k for k, v in columns.items() if k in UNBUILT_COLUMNS and v]
+    if unbuilt:
+        raise NotBuiltError(f"{where}: the `{unbuilt[0]}` column is not supported yet; remove it from `columns`")
+    for key in ("ranking", "subset", "folder"):
+        if entry.get(key):
+            raise NotBuiltError(f"{where}: `{key}` is not supported yet; remove it to continue")
     tags = entry.get("tags") or {}
     for key in tags:
         if key not in TAG_KEYS:

@@ -125,9 +125,12 @@ def register(template: Template) -> None:
         TEMPLATES[name] = template
 
 
-def get_template(name: str | None) -> Template:
+def get_template(name: str | None, tokenizer: "PreTrainedTokenizerBase | None" = None) -> Template:
     if name is None:
-        logger.warning("`template` is not set; using `empty` (no chat formatting).")
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            raise ConfigError("`template` is not set, but this model has a chat template: set `template` to the "
+                              f"matching one ({', '.join(sorted(TEMPLATES))}) so training and chat format alike")
+        logger.warning("`template` is not set and the model has no chat template; using `empty` (plain text).")
         name = "empty"
     if name not in TEMPLATES:
         raise ConfigError(f"unknown template `{name}`; available: {', '.join(sorted(TEMPLATES))}")
@@ -135,7 +138,7 @@ def get_template(name: str | None) -> Template:
 
 
 def get_template_and_fix_tokenizer(tokenizer: "PreTrainedTokenizerBase", data_args: Any) -> Template:
-    template = get_template(data_args.template)
+    template = get_template(data_args.template, tokenizer)
     if data_args.default_system is not None:
         template = replace(template, default_system=data_args.default_system)
     template.fix_tokenizer(tokenizer)

@@ -7,7 +7,7 @@ from .errors import UserError
 
 # Lowest versions whose APIs we use; the CPU set we verified together is pinned in requirements/cpu.txt.
 MINIMUM = {
-    "transformers": "4.56.0",
+    "transformers": "5.0.0",
     "datasets": "3.0.0",
     "accelerate": "1.0.0",
     "peft": "0.17.0",

@@ -282,7 +282,7 @@ def parse_dataclasses(values: dict[str, Any], origin: dict[str, str], classes: l
     for cls in classes:
         try:
             instances.append(cls(**kwargs[cls]))
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, ImportError, RuntimeError) as err:
             message = " ".join(str(err).split())
             raise ConfigError(f"invalid configuration: {message}") from err
     return instances
@@ -298,8 +298,12 @@ def _has_accelerator() -> bool:
 
     if torch.cuda.is_available():
         return True
-    xpu = getattr(torch, "xpu", None)
-    return bool(xpu is not None and xpu.is_available())
+    for name in ("xpu", "npu"):  # torch.npu exists once torch_npu (Ascend) is imported
+        backend = getattr(torch, name, None)
+        if backend is not None and backend.is_available():
+            return True
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
 
 
 def _cpu_has_fast_bf16() -> bool:
@@ -346,10 +350,12 @@ def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any,
         raise ConfigError("`do_eval: true` needs evaluation data: set `eval_dataset` or `val_size`")
     if model_args.adapter_name_or_path and finetuning_args.finetuning_type != "lora":
         raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora`")
+    if data_args.eval_dataset and data_args.val_size > 0:
+        raise ConfigError("set either `eval_dataset` or `val_size`, not both")
+    if training_args.deepspeed or training_args.fsdp:
+        raise NotBuiltError("`deepspeed` and `fsdp` are not supported yet in llamafactory; remove them to continue")
     if data_args.cutoff_len <= 0:
         raise ConfigError(f"`cutoff_len` must be positive, got {data_args.cutoff_len}")
-    if finetuning_args.pure_bf16 and not training_args.bf16:
-        logger.info("pure_bf16 implies bf16; enabling bf16.")
     _protect_output_dir(training_args, get_last_checkpoint)
     return model_args, data_args, training_args, finetuning_args, generating_args
 

@@ -1,9 +1,10 @@
 """Attach the fine-tuning method: full, freeze or LoRA (through peft). Trainable weights are fp32."""
 
+import os
 import re
 from typing import Any
 
-from ..extras.errors import ConfigError
+from ..extras.errors import ConfigError, UserError
 from ..extras.logging import get_logger
 
 logger = get_logger(__name__)
@@ -73,6 +74,10 @@ def _setup_lora(model: Any, model_args: Any, finetuning_args: Any, is_trainable:
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     adapters = _split(model_args.adapter_name_or_path)
+    for path in adapters:
+        if not os.path.isfile(os.path.join(path, "adapter_config.json")):
+            raise UserError(f"adapter `{path}` not found: `adapter_name_or_path` must name folders that hold "
+                            "adapter_config.json (train one first with `lmf train`)")
     resume = None
     if adapters:
         # Earlier adapters are merged into the base; the last is trained further unless a new one is wanted.

@@ -31,7 +31,7 @@ def load_tokenizer(model_args: Any, source: ModelSource | None = None) -> Any:
             padding_side="right",
             **_init_kwargs(model_args, source),
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise UserError(f"cannot load a tokenizer from `{model_args.model_name_or_path}`: "
                         f"{' '.join(str(err).split())[:300]}") from err
     return tokenizer

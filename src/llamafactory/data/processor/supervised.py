@@ -33,21 +33,26 @@ class SupervisedProcessor:
     def encode(self, prompt: list[dict[str, str]], response: list[dict[str, str]],
                system: str | None) -> tuple[list[int], list[int]]:
         turns = self.template.encode_multiturn(self.tokenizer, prompt + response, system or None)
-        cutoff = self.data_args.cutoff_len
-        input_ids: list[int] = []
-        labels: list[int] = []
-        last = len(turns) - 1
-        for i, (source, target) in enumerate(turns):
-            budget = cutoff - len(input_ids)
+        mask_history = self.data_args.mask_history
+        # With mask_history only the last turn is trained, so it gets the budget first (turns are then
+        # placed back in order); otherwise turns fill the budget from the start.
+        order = list(reversed(range(len(turns)))) if mask_history else list(range(len(turns)))
+        pieces: dict[int, tuple[list[int], list[int]]] = {}
+        used = 0
+        for i in order:
+            budget = self.data_args.cutoff_len - used
             if budget <= 0:
                 break
+            source, target = turns[i]
             source_len, target_len = split_budget(len(source), len(target), budget)
             source, target = source[:source_len], target[:target_len]
-            train_this_turn = not self.data_args.mask_history or i == last
+            train_this_turn = not mask_history or i == len(turns) - 1
             source_labels = source if self.data_args.train_on_prompt else [IGNORE_INDEX] * len(source)
             target_labels = target if train_this_turn else [IGNORE_INDEX] * len(target)
-            input_ids += source + target
-            labels += source_labels + target_labels
+            pieces[i] = (source + target, source_labels + target_labels)
+            used += source_len + target_len
+        input_ids = [t for i in sorted(pieces) for t in pieces[i][0]]
+        labels = [t for i in sorted(pieces) for t in pieces[i][1]]
         return input_ids, labels
 
     def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -88,10 +88,11 @@ def _embedded_folder(model_id: str, reason: str) -> str:
                         f"installed: run `{hint}`, or point model_name_or_path at a local folder")
     target = os.path.join(envs.cache_dir(), "models", model_id.replace("/", "--"))
     if os.path.isfile(os.path.join(target, CONVERTED_MARK)):
-        logger.info("Hub unreachable for %s; using the converted packaged copy at %s.", model_id, target)
+        logger.warning("Hub unreachable for %s; using the copy converted from its packaged GGUF at %s.", model_id,
+                       target)
         return target
-    logger.info("Hub unreachable for %s (%s); converting the packaged GGUF %s into %s (once).", model_id, reason,
-                gguf_path, target)
+    logger.warning("Hub unreachable for %s (%s); converting the packaged GGUF %s (weights dequantized from "
+                   "its quantized file) into %s, once.", model_id, reason, gguf_path, target)
     return convert_gguf_to_folder(gguf_path, target)
 
 
@@ -101,9 +102,13 @@ def hub_online(timeout: float = 3.0) -> bool:
     waiting through huggingface_hub's retries."""
     if envs.hub_offline():
         return False
-    host = urllib.parse.urlparse(os.getenv("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    if any(os.getenv(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows; let huggingface_hub go through it
+    url = urllib.parse.urlparse(os.getenv("HF_ENDPOINT", "https://huggingface.co"))
+    host = url.hostname or "huggingface.co"
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -4,7 +4,7 @@ from typing import Any
 
 from ...data.collator import build_collator
 from ...data.loader import get_dataset
-from ...data.template import get_template_and_fix_tokenizer
+from ...data.template import get_template, get_template_and_fix_tokenizer
 from ...model.loader import compute_dtype, load_model, load_tokenizer
 from ...model.model_utils.hub import resolve_model
 from ..sft.trainer import CustomSeq2SeqTrainer
@@ -15,7 +15,10 @@ def run_pt(model_args: Any, data_args: Any, training_args: Any, finetuning_args:
            callbacks: list[Any]) -> None:
     source = resolve_model(model_args)
     tokenizer = load_tokenizer(model_args, source)
-    get_template_and_fix_tokenizer(tokenizer, data_args)  # only for its eos/pad fixes
+    if data_args.template:  # plain text needs no chat format; a template only sets eos and pad here
+        get_template_and_fix_tokenizer(tokenizer, data_args)
+    else:
+        get_template("empty").fix_tokenizer(tokenizer)
     dataset_module = get_dataset(None, model_args, data_args, training_args, "pt", tokenizer)
     dtype = compute_dtype(training_args, finetuning_args, model_args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, dtype, source)
