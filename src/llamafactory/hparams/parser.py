@@ -322,6 +322,8 @@ def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any,
     from .training_args import TrainingArguments
 
     values, origin = read_args(argv)
+    if values.get("deepspeed") or values.get("fsdp"):  # checked first: transformers would fail on them obscurely
+        raise NotBuiltError("`deepspeed` and `fsdp` are not supported yet in llamafactory; remove them to continue")
     if not _has_accelerator():
         # transformers needs use_cpu for bf16 autocast on CPU and for a correct world size under torchrun.
         values.setdefault("use_cpu", True)
@@ -352,8 +354,6 @@ def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any,
         raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora`")
     if data_args.eval_dataset and data_args.val_size > 0:
         raise ConfigError("set either `eval_dataset` or `val_size`, not both")
-    if training_args.deepspeed or training_args.fsdp:
-        raise NotBuiltError("`deepspeed` and `fsdp` are not supported yet in llamafactory; remove them to continue")
     if data_args.cutoff_len <= 0:
         raise ConfigError(f"`cutoff_len` must be positive, got {data_args.cutoff_len}")
     _protect_output_dir(training_args, get_last_checkpoint)
