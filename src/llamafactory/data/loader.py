@@ -1,13 +1,16 @@
 """Load the named datasets, align their formats, tokenize them and split off evaluation data."""
 
+import json
 import os
 from typing import Any
 
 import numpy as np
 
-from ..extras.errors import ConfigError
+from ..extras import envs
+from ..extras.errors import ConfigError, NotBuiltError, UserError
 from ..extras.logging import get_logger
-from .converter import align_dataset
+from ..extras.network import hub_online
+from .converter import ALIGNED_COLUMNS, align_dataset
 from .parser import DatasetAttr, get_dataset_list
 from .processor import get_processor
 
@@ -37,16 +40,73 @@ def _data_files(attr: DatasetAttr) -> tuple[str, list[str]]:
     return builders.pop(), files
 
 
-def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any, seed: int = 42) -> Any:
+def _read_source(attr: DatasetAttr, model_args: Any, data_args: Any) -> Any:
+    """The raw rows of one dataset, from a local file or folder or from a hub."""
     from datasets import load_dataset
 
-    builder, files = _data_files(attr)
-    logger.info("Loading dataset %s from %s...", attr.name, attr.path)
-    try:
-        dataset = load_dataset(builder, data_files=files, split=attr.split, cache_dir=model_args.cache_dir)
-    except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs the file name
-        message = " ".join(str(err).split())[:400]
-        raise ConfigError(f"dataset `{attr.name}`: cannot read {attr.path} as {builder}: {message}") from err
+    streaming = data_args.streaming
+    if attr.load_from == "file":
+        builder, files = _data_files(attr)
+        logger.info("Loading dataset %s from %s...", attr.name, attr.path)
+        try:
+            dataset = load_dataset(builder, data_files=files, split=attr.split, cache_dir=model_args.cache_dir)
+        except Exception as err:  # noqa: BLE001 - datasets raises many kinds; the user needs the file name
+            raise ConfigError(f"dataset `{attr.name}`: cannot read {attr.path} as {builder}: "
+                              f"{_json_error(files) or ' '.join(str(err).split())[:400]}") from err
+        return dataset.to_iterable_dataset() if streaming else dataset
+    if attr.load_from == "hf_hub":
+        if not envs.hub_offline() and not hub_online():
+            raise UserError(f"dataset `{attr.name}` comes from the Hugging Face hub (`{attr.path}`), which cannot "
+                            "be reached; download it and register it with `file_name` instead")
+        logger.info("Loading dataset %s from the hub (%s)...", attr.name, attr.path)
+        try:
+            return load_dataset(attr.path, name=attr.subset, data_dir=attr.folder, split=attr.split,
+                                cache_dir=model_args.cache_dir, token=model_args.hf_hub_token, streaming=streaming)
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f"dataset `{attr.name}`: cannot load `{attr.path}` from the hub: "
+                            f"{' '.join(str(err).split())[:300]}") from err
+    if attr.load_from == "ms_hub":
+        try:
+            from modelscope import MsDataset
+        except ImportError as err:
+            raise UserError(f"dataset `{attr.name}` is on ModelScope (`ms_hub_url`): `pip install modelscope`") from err
+        dataset = MsDataset.load(attr.path, subset_name=attr.subset, data_dir=attr.folder, split=attr.split,
+                                 cache_dir=model_args.cache_dir, use_streaming=streaming)
+        return dataset.to_hf_dataset() if hasattr(dataset, "to_hf_dataset") else dataset
+    if attr.load_from == "script":
+        raise UserError(f"dataset `{attr.name}`: loading scripts (`script_url`) are no longer supported by the "
+                        "datasets library; convert the data to json/parquet and use `file_name`")
+    raise NotBuiltError(f"dataset `{attr.name}`: `{attr.load_from}` sources are not supported yet; "
+                        "download the data and use `file_name`")
+
+
+def _json_error(files: list[str]) -> str | None:
+    """File and line of a JSON syntax error, which datasets' own message hides."""
+    for path in files:
+        if not path.endswith((".json", ".jsonl")):
+            continue
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            if path.endswith(".jsonl"):
+                for number, line in enumerate(text.splitlines(), 1):
+                    if line.strip():
+                        try:
+                            json.loads(line)
+                        except json.JSONDecodeError as err:
+                            return f"{path}:{number}:{err.colno}: JSON syntax error: {err.msg}"
+            else:
+                json.loads(text)
+        except json.JSONDecodeError as err:
+            return f"{path}:{err.lineno}:{err.colno}: JSON syntax error: {err.msg}"
+    return None
+
+
+def _sample(dataset: Any, attr: DatasetAttr, data_args: Any, seed: int) -> Any:
+    if data_args.streaming:
+        limit = min(n for n in (attr.num_samples, data_args.max_samples) if n) if (
+            attr.num_samples or data_args.max_samples) else None
+        return dataset.take(limit) if limit else dataset
     if attr.num_samples:
         # LlamaFactory's meaning: a random sample of that size, drawn with repeats when it exceeds the
         # dataset (so num_samples can up-weight a small dataset in a mix).
@@ -61,72 +121,183 @@ def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any, seed
         logger.info("Dataset %s: using the first %d of %d examples (max_samples).", attr.name,
                     data_args.max_samples, len(dataset))
         dataset = dataset.select(range(data_args.max_samples))
-    return align_dataset(dataset, attr, data_args.preprocessing_num_workers, data_args.overwrite_cache)
+    return dataset
 
 
-def _merge(datasets: list[Any]) -> Any:
-    from datasets import concatenate_datasets
+def _drop_invalid(dataset: Any, attr: DatasetAttr, streaming: bool) -> Any:
+    """Remove rows that break their format, and say how many, why, and which."""
+    if streaming:  # counting would read the whole stream; invalid rows are skipped as they come
+        return dataset.filter(lambda ex: not ex["_drop"]).remove_columns("_drop")
+    reasons = dataset["_drop"]
+    bad: dict[str, list[int]] = {}
+    for row, reason in enumerate(reasons):
+        if reason:
+            bad.setdefault(reason, []).append(row)
+    if not bad:
+        return dataset.remove_columns("_drop")
+    total = sum(len(rows) for rows in bad.values())
+    common = max(bad, key=lambda k: len(bad[k]))
+    if total == len(reasons):
+        raise ConfigError(f"dataset `{attr.name}` ({attr.path}) has no valid rows: all {total} break the "
+                          f"{attr.formatting} format, most often `{common}` (rows {_rows(bad[common])})")
+    details = "; ".join(f"{len(rows)} {reason} (rows {_rows(rows)})" for reason, rows in
+                        sorted(bad.items(), key=lambda kv: -len(kv[1])))
+    logger.warning("Dataset %s: dropped %d of %d rows: %s.", attr.name, total, len(reasons), details)
+    return dataset.filter(lambda ex: not ex["_drop"]).remove_columns("_drop")
 
-    return datasets[0] if len(datasets) == 1 else concatenate_datasets(datasets)
+
+def _rows(rows: list[int], shown: int = 5) -> str:
+    return ", ".join(map(str, rows[:shown])) + (", ..." if len(rows) > shown else "")
+
+
+RANKING_STAGES = ("rm", "dpo")
+UNSUPERVISED_STAGES = ("pt", "ppo")
+
+
+def _check_stage(attr: DatasetAttr, stage: str) -> None:
+    if stage in RANKING_STAGES and not attr.ranking:
+        raise ConfigError(f"dataset `{attr.name}` is not ranking data, which stage `{stage}` needs: register a "
+                          "dataset with `ranking: true` and chosen/rejected columns")
+    if stage not in RANKING_STAGES and attr.ranking:
+        raise ConfigError(f"dataset `{attr.name}` is ranking data (`ranking: true`); stage `{stage}` needs "
+                          "ordinary examples (use it with stage rm or dpo)")
+    if stage == "kto" and not attr.column("kto_tag"):
+        raise ConfigError(f"dataset `{attr.name}` has no `kto_tag` column, which stage `kto` needs")
+
+
+def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any, seed: int = 42,
+                        stage: str = "sft") -> Any:
+    _check_stage(attr, stage)
+    dataset = _sample(_read_source(attr, model_args, data_args), attr, data_args, seed)
+    aligned = align_dataset(dataset, attr, None if data_args.streaming else data_args.preprocessing_num_workers,
+                            data_args.overwrite_cache, needs_response=stage not in UNSUPERVISED_STAGES)
+    return _drop_invalid(aligned, attr, data_args.streaming)
+
+
+def _merge(datasets: list[Any], data_args: Any, seed: int) -> Any:
+    from datasets import concatenate_datasets, interleave_datasets
+
+    if len(datasets) == 1:
+        return datasets[0]
+    strategy = data_args.mix_strategy
+    if strategy == "concat":
+        return concatenate_datasets(datasets)
+    probs = [float(p) for p in data_args.interleave_probs.split(",")] if data_args.interleave_probs else None
+    if probs is not None and len(probs) != len(datasets):
+        raise ConfigError(f"`interleave_probs` has {len(probs)} values for {len(datasets)} datasets")
+    stopping = {"interleave_under": "first_exhausted", "interleave_over": "all_exhausted",
+                "interleave_once": "all_exhausted_without_replacement"}[strategy]
+    return interleave_datasets(datasets, probabilities=probs, seed=seed, stopping_strategy=stopping)
 
 
 def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args: Any, what: str) -> Any:
     processor = get_processor(stage, template, tokenizer, data_args)
-    if stage == "pt":  # blocks do not map to rows, so empty rows are counted before tokenizing
-        nonempty = dataset.filter(lambda ex: processor.is_valid(ex["_prompt"], ex["_response"]),
-                                  num_proc=data_args.preprocessing_num_workers, desc=f"Checking {what} texts")
-        if len(nonempty) < len(dataset):
-            logger.warning("Dropped %d of %d %s examples with empty text.", len(dataset) - len(nonempty),
-                           len(dataset), what)
-        dataset = nonempty
-    before = len(dataset)
-    tokenized = dataset.map(
-        processor.preprocess,
-        batched=True,
-        batch_size=data_args.preprocessing_batch_size,
-        remove_columns=dataset.column_names,
-        num_proc=data_args.preprocessing_num_workers,
-        load_from_cache_file=not data_args.overwrite_cache,
-        desc=f"Running tokenizer on {what} dataset",
-    )
-    if stage == "sft":
-        dropped = before - len(tokenized)
+    streaming = data_args.streaming
+    kwargs: dict[str, Any] = {}
+    if not streaming:
+        kwargs = dict(num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache,
+                      desc=f"Running tokenizer on {what} dataset")
+    tokenized = dataset.map(processor.preprocess, batched=True, batch_size=data_args.preprocessing_batch_size,
+                            remove_columns=list(ALIGNED_COLUMNS), **kwargs)
+    if streaming:
+        return tokenized
+    if stage != "pt":
+        dropped = len(dataset) - len(tokenized)
         if dropped:
-            logger.warning("Dropped %d of %d %s examples with no answer or an empty prompt.", dropped, before, what)
+            logger.warning("Dropped %d of %d %s examples that stage %s cannot use (no answer, or not the "
+                           "shape it needs).", dropped, len(dataset), what, stage)
     if len(tokenized) == 0:
         raise ConfigError(f"no usable {what} examples: every row lacks text, an answer or a prompt")
     logger.info("Tokenized %s example:\n%s", what, processor.describe(tokenized[0]))
     return tokenized
 
 
+def _load(names: str | None, model_args: Any, data_args: Any, training_args: Any, stage: str) -> list[tuple[str, Any]]:
+    attrs = get_dataset_list(names, data_args.dataset_dir)
+    return [(a.name, load_single_dataset(a, model_args, data_args, training_args.seed, stage)) for a in attrs]
+
+
+def _split_off_eval(train: Any, data_args: Any, seed: int) -> tuple[Any, Any]:
+    if data_args.streaming:
+        if data_args.val_size < 1:
+            raise ConfigError("with `streaming`, `val_size` must be a whole number of examples (>= 1)")
+        size = int(data_args.val_size)
+        return train.skip(size), train.take(size)
+    size = int(data_args.val_size) if data_args.val_size >= 1 else data_args.val_size
+    if isinstance(size, int) and size >= len(train):
+        raise ConfigError(f"`val_size` {size} must be smaller than the {len(train)} training examples")
+    try:
+        split = train.train_test_split(test_size=size, seed=seed)
+    except ValueError as err:
+        raise ConfigError(f"`val_size` {data_args.val_size}: {' '.join(str(err).split())}") from err
+    logger.info("Held out %d of %d examples for evaluation (val_size).", len(split["test"]), len(train))
+    return split["train"], split["test"]
+
+
+def _from_tokenized_path(path: str) -> dict[str, Any]:
+    from datasets import DatasetDict, load_from_disk
+
+    logger.warning("Loading the tokenized dataset from %s (tokenized_path); dataset options are not applied.", path)
+    saved = load_from_disk(path)
+    if not isinstance(saved, DatasetDict):
+        return {"train_dataset": saved}
+    module = {}
+    if "train" in saved:
+        module["train_dataset"] = saved["train"]
+    evals = {k.split("validation_", 1)[1]: v for k, v in saved.items() if k.startswith("validation_")}
+    if "validation" in saved:
+        module["eval_dataset"] = saved["validation"]
+    elif evals:
+        module["eval_dataset"] = evals
+    return module
+
+
+def _save_tokenized(module: dict[str, Any], path: str) -> None:
+    from datasets import DatasetDict
+
+    parts = {}
+    if "train_dataset" in module:
+        parts["train"] = module["train_dataset"]
+    evals = module.get("eval_dataset")
+    if isinstance(evals, dict):
+        parts.update({f"validation_{name}": ds for name, ds in evals.items()})
+    elif evals is not None:
+        parts["validation"] = evals
+    DatasetDict(parts).save_to_disk(path)
+    logger.info("Tokenized dataset saved at %s; later runs with `tokenized_path: %s` load it directly.", path, path)
+
+
 def get_dataset(template: Any, model_args: Any, data_args: Any, training_args: Any, stage: str,
                 tokenizer: Any) -> dict[str, Any]:
-    """`train_dataset` / `eval_dataset` ready for a Trainer."""
+    """`train_dataset` / `eval_dataset` ready for a Trainer (eval_dataset is a dict with eval_on_each_dataset)."""
+    path = data_args.tokenized_path
+    if path and os.path.isdir(path) and os.listdir(path):
+        return _from_tokenized_path(path)
     with training_args.main_process_first(desc="load and tokenize dataset", local=True):
+        seed = training_args.seed
         train = eval_ = None
-        train_attrs = get_dataset_list(data_args.dataset, data_args.dataset_dir)
-        eval_attrs = get_dataset_list(data_args.eval_dataset, data_args.dataset_dir)
-        if train_attrs:
-            train = _tokenize(_merge([load_single_dataset(a, model_args, data_args, training_args.seed)
-                                      for a in train_attrs]),
-                              stage, template, tokenizer, data_args, "training")
-        if eval_attrs:
-            eval_ = _tokenize(_merge([load_single_dataset(a, model_args, data_args, training_args.seed)
-                                      for a in eval_attrs]),
-                              stage, template, tokenizer, data_args, "evaluation")
-        if train is not None and data_args.val_size > 0 and eval_ is None:
-            size = int(data_args.val_size) if data_args.val_size >= 1 else data_args.val_size
-            if isinstance(size, int) and size >= len(train):
-                raise ConfigError(f"`val_size` {size} must be smaller than the {len(train)} training examples")
-            try:
-                split = train.train_test_split(test_size=size, seed=training_args.seed)
-            except ValueError as err:
-                raise ConfigError(f"`val_size` {data_args.val_size}: {' '.join(str(err).split())}") from err
-            train, eval_ = split["train"], split["test"]
-            logger.info("Held out %d of %d examples for evaluation (val_size).", len(eval_), len(train) + len(eval_))
+        trains = _load(data_args.dataset, model_args, data_args, training_args, stage)
+        evals = _load(data_args.eval_dataset, model_args, data_args, training_args, stage)
+        if trains:
+            train = _merge([d for _, d in trains], data_args, seed)
+            if data_args.val_size > 0:
+                train, eval_ = _split_off_eval(train, data_args, seed)
+            if data_args.streaming:
+                train = train.shuffle(buffer_size=data_args.buffer_size, seed=seed)
+            train = _tokenize(train, stage, template, tokenizer, data_args, "training")
+        if evals:
+            if data_args.eval_on_each_dataset:
+                eval_ = {name: _tokenize(d, stage, template, tokenizer, data_args, f"evaluation ({name})")
+                         for name, d in evals}
+            else:
+                eval_ = _merge([d for _, d in evals], data_args, seed)
+        if eval_ is not None and not isinstance(eval_, dict):
+            eval_ = _tokenize(eval_, stage, template, tokenizer, data_args, "evaluation")
     module: dict[str, Any] = {}
     if train is not None:
         module["train_dataset"] = train
     if eval_ is not None:
         module["eval_dataset"] = eval_
+    if path and not data_args.streaming and training_args.should_save:
+        _save_tokenized(module, path)
     return module

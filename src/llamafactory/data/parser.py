@@ -5,18 +5,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..extras import envs
 from ..extras.constants import DATA_CONFIG
 from ..extras.errors import ConfigError, NotBuiltError
 
 FORMATS = ("alpaca", "sharegpt", "openai")
-BUILT_FORMATS = ("alpaca",)
 COLUMN_DEFAULTS = {
     "alpaca": {"prompt": "instruction", "query": "input", "response": "output"},
     "sharegpt": {"messages": "conversations"},
     "openai": {"messages": "messages"},
 }
 # Column keys whose data the pipeline cannot use yet: refused rather than dropped.
-UNBUILT_COLUMNS = ("tools", "images", "videos", "audios", "chosen", "rejected", "kto_tag")
+UNBUILT_COLUMNS = ("images", "videos", "audios")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
                "audios", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
@@ -30,7 +30,7 @@ class DatasetAttr:
     """One entry of dataset_info.json, resolved."""
 
     name: str
-    load_from: str  # "file" (others arrive with hub support)
+    load_from: str  # file, hf_hub, ms_hub, om_hub, script or cloud_file
     path: str  # the file or folder, joined with dataset_dir
     formatting: str = "alpaca"
     ranking: bool = False
@@ -72,6 +72,24 @@ def get_dataset_list(names: str | None, dataset_dir: str) -> list[DatasetAttr]:
     return attrs
 
 
+def _source(entry: dict[str, Any], dataset_dir: str, where: str) -> tuple[str, str]:
+    """Where the data comes from, with LlamaFactory's precedence: hubs, then a script, a cloud file, a file."""
+    hf, ms, om = entry.get("hf_hub_url"), entry.get("ms_hub_url"), entry.get("om_hub_url")
+    if hf or ms or om:
+        if ms and (envs.use_modelscope() or not hf):
+            return "ms_hub", ms
+        if om and not hf:
+            return "om_hub", om
+        return "hf_hub", hf
+    if entry.get("script_url"):
+        return "script", os.path.join(dataset_dir, entry["script_url"])
+    if entry.get("cloud_file_name"):
+        return "cloud_file", entry["cloud_file_name"]
+    if entry.get("file_name"):
+        return "file", os.path.join(dataset_dir, entry["file_name"])
+    raise ConfigError(f"{where}: needs `file_name` (a file or folder inside {dataset_dir}) or a hub url")
+
+
 def _parse_entry(name: str, entry: Any, dataset_dir: str, info_path: str) -> DatasetAttr:
     where = f"{info_path}, dataset `{name}`"
     if not isinstance(entry, dict):
@@ -82,14 +100,7 @@ def _parse_entry(name: str, entry: Any, dataset_dir: str, info_path: str) -> Dat
     formatting = entry.get("formatting", "alpaca")
     if formatting not in FORMATS:
         raise ConfigError(f"{where}: `formatting` must be one of {', '.join(FORMATS)}, got {formatting!r}")
-    if formatting not in BUILT_FORMATS:
-        raise NotBuiltError(f"{where}: `formatting: {formatting}` is not supported yet; available now: "
-                            f"{', '.join(BUILT_FORMATS)}")
-    hub_keys = [k for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name") if k in entry]
-    if "file_name" not in entry:
-        if hub_keys:
-            raise NotBuiltError(f"{where}: `{hub_keys[0]}` datasets are not supported yet; use a local `file_name`")
-        raise ConfigError(f"{where}: needs `file_name` (a file or folder inside {dataset_dir})")
+    load_from, path = _source(entry, dataset_dir, where)
     # As in LlamaFactory: an entry that lists `columns` names every column it uses; the format's default
     # column names apply only when `columns` is absent.
     given = entry.get("columns")
@@ -106,9 +117,6 @@ def _parse_entry(name: str, entry: Any, dataset_dir: str, info_path: str) -> Dat
     unbuilt = [k for k, v in columns.items() if k in UNBUILT_COLUMNS and v]
     if unbuilt:
         raise NotBuiltError(f"{where}: the `{unbuilt[0]}` column is not supported yet; remove it from `columns`")
-    for key in ("ranking", "subset", "folder"):
-        if entry.get(key):
-            raise NotBuiltError(f"{where}: `{key}` is not supported yet; remove it to continue")
     tags = entry.get("tags") or {}
     for key in tags:
         if key not in TAG_KEYS:
@@ -118,8 +126,8 @@ def _parse_entry(name: str, entry: Any, dataset_dir: str, info_path: str) -> Dat
         raise ConfigError(f"{where}: `num_samples` must be a positive integer, got {num_samples!r}")
     return DatasetAttr(
         name=name,
-        load_from="file",
-        path=os.path.join(dataset_dir, entry["file_name"]),
+        load_from=load_from,
+        path=path,
         formatting=formatting,
         ranking=bool(entry.get("ranking", False)),
         subset=entry.get("subset"),

@@ -354,6 +354,8 @@ def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any,
         raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora`")
     if data_args.eval_dataset and data_args.val_size > 0:
         raise ConfigError("set either `eval_dataset` or `val_size`, not both")
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ConfigError("`streaming: true` needs `max_steps`: a stream has no known length to count epochs by")
     if data_args.cutoff_len <= 0:
         raise ConfigError(f"`cutoff_len` must be positive, got {data_args.cutoff_len}")
     _protect_output_dir(training_args, get_last_checkpoint)

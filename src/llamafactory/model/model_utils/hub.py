@@ -4,19 +4,17 @@ When a hub id cannot be fetched and a packaged GGUF copy of that model is instal
 converted once into a cached HF folder and used from then on, so the default model works offline.
 """
 
-import functools
 import importlib.util
 import os
 import shutil
-import socket
 import tempfile
-import urllib.parse
 from dataclasses import dataclass
 
 from ...extras import envs
 from ...extras.constants import EMBEDDED_INSTALL_HINT, EMBEDDED_MODELS
 from ...extras.errors import UserError
 from ...extras.logging import get_logger
+from ...extras.network import hub_online
 
 logger = get_logger(__name__)
 
@@ -94,24 +92,6 @@ def _embedded_folder(model_id: str, reason: str) -> str:
     logger.warning("Hub unreachable for %s (%s); converting the packaged GGUF %s (weights dequantized from "
                    "its quantized file) into %s, once.", model_id, reason, gguf_path, target)
     return convert_gguf_to_folder(gguf_path, target)
-
-
-@functools.cache
-def hub_online(timeout: float = 3.0) -> bool:
-    """One quick connection to the hub's host, so that an offline machine fails at once instead of
-    waiting through huggingface_hub's retries."""
-    if envs.hub_offline():
-        return False
-    if any(os.getenv(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # only the proxy knows; let huggingface_hub go through it
-    url = urllib.parse.urlparse(os.getenv("HF_ENDPOINT", "https://huggingface.co"))
-    host = url.hostname or "huggingface.co"
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _hub_reachable(model_id: str, revision: str, cache_dir: str | None, token: str | None) -> str | None:
