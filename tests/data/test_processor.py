@@ -68,7 +68,7 @@ def test_cutoff_len_truncates_and_keeps_alignment(tiny_tokenizer):
 def test_rows_without_answer_are_skipped(tiny_tokenizer):
     proc = processor(tiny_tokenizer)
     batch = {"_prompt": [MULTI, MULTI, [{"role": "user", "content": ""}]], "_response": [ANSWER, [], ANSWER],
-             "_system": ["", "", ""]}
+             "_system": ["", "", ""], "_tools": ["", "", ""]}
     out = proc.preprocess(batch)
     assert len(out["input_ids"]) == 1
     assert out["attention_mask"][0] == [1] * len(out["input_ids"][0])

@@ -22,10 +22,14 @@ def test_registry_has_the_first_templates():
         get_template("nope")
 
 
-def test_unset_template_is_refused_for_chat_models(tiny_tokenizer):
-    with pytest.raises(ConfigError, match="`template` is not set, but this model has a chat template"):
-        get_template(None, tiny_tokenizer)
-    assert get_template(None).name == "empty"
+def test_unset_template_uses_the_tokenizers_own_chat_template(tiny_tokenizer):
+    fallback = get_template(None, tiny_tokenizer)
+    assert fallback.name == "tokenizer" and get_template(None).name == "empty"
+    system = "You are terse."
+    assert fallback.encode_multiturn(tiny_tokenizer, CONVERSATION, system) == \
+        get_template("chatml").encode_multiturn(tiny_tokenizer, CONVERSATION, system)
+    assert fallback.encode_prompt(tiny_tokenizer, CONVERSATION[:3]) == \
+        get_template("chatml").encode_prompt(tiny_tokenizer, CONVERSATION[:3])
 
 
 @pytest.mark.parametrize("system", [None, "You are terse."])

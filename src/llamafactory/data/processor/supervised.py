@@ -30,9 +30,12 @@ class SupervisedProcessor:
         return (len(prompt) % 2 == 1 and len(response) == 1 and response[0]["role"] in (ASSISTANT, FUNCTION)
                 and bool(prompt[-1]["content"]))
 
-    def encode(self, prompt: list[dict[str, str]], response: list[dict[str, str]],
-               system: str | None) -> tuple[list[int], list[int]]:
-        turns = self.template.encode_multiturn(self.tokenizer, prompt + response, system or None)
+    def encode(self, prompt: list[dict[str, str]], response: list[dict[str, str]], system: str | None,
+               tools: str | None = None) -> tuple[list[int], list[int]]:
+        turns = self.template.encode_multiturn(self.tokenizer, prompt + response, system or None, tools or None)
+        if self.template.efficient_eos and turns:  # one eos closes the whole example
+            source, target = turns[-1]
+            turns[-1] = (source, target + [self.tokenizer.eos_token_id])
         mask_history = self.data_args.mask_history
         # With mask_history only the last turn is trained, so it gets the budget first (turns are then
         # placed back in order); otherwise turns fill the budget from the start.
@@ -57,10 +60,11 @@ class SupervisedProcessor:
 
     def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": []}
-        for prompt, response, system in zip(examples["_prompt"], examples["_response"], examples["_system"]):
+        for prompt, response, system, tools in zip(examples["_prompt"], examples["_response"], examples["_system"],
+                                                   examples["_tools"]):
             if not self.is_valid(prompt, response):
                 continue  # counted by the loader, which reports how many rows were dropped
-            input_ids, labels = self.encode(prompt, response, system)
+            input_ids, labels = self.encode(prompt, response, system, tools)
             out["input_ids"].append(input_ids)
             out["attention_mask"].append([1] * len(input_ids))
             out["labels"].append(labels)
