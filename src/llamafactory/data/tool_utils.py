@@ -152,7 +152,9 @@ def _mistral_parse(text: str) -> list[Call] | str:
 def _glm4_tools(tools: list[dict[str, Any]]) -> str:
     sections = "".join(f"\n\n## {t['name']}\n\n{_dumps(t)}\n在调用上述函数时，请使用 Json 格式表示调用的参数。"
                        for t in tools)
-    return "你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，你的任务是针对用户的问题和要求提供适当的答复和支持。\n\n# 可用工具" + sections
+    intro = ("你是一个名为 ChatGLM 的人工智能助手。你是基于智谱AI训练的语言模型 GLM-4 模型开发的，"
+             "你的任务是针对用户的问题和要求提供适当的答复和支持。")
+    return intro + "\n\n# 可用工具" + sections
 
 
 def _glm4_calls(calls: list[Call]) -> str:
