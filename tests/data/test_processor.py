@@ -94,3 +94,19 @@ def test_mask_history_keeps_the_trained_last_turn_when_truncating(tiny_tokenizer
     input_ids, labels = proc.encode(MULTI, ANSWER, None)
     assert input_ids == turns[1][0] + turns[1][1]
     assert tiny_tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == "Forge made me.<|im_end|>\n"
+
+
+def test_packing_fills_rows_and_neat_packing_restarts_positions(tiny_tokenizer):
+    from llamafactory.data.processor.packed import PackedSupervisedProcessor, first_fit_decreasing
+
+    assert first_fit_decreasing([5, 3, 4, 2], 7) == [[0, 3], [2, 1]]
+    args = SimpleNamespace(cutoff_len=64, train_on_prompt=False, mask_history=False, neat_packing=True)
+    proc = PackedSupervisedProcessor(get_template("chatml"), tiny_tokenizer, args)
+    batch = {"_prompt": [MULTI[:1], MULTI], "_response": [[MULTI[1]], ANSWER], "_system": ["", ""],
+             "_tools": ["", ""]}
+    single = SupervisedProcessor.preprocess(proc, batch)
+    out = proc.preprocess(batch)
+    assert len(out["input_ids"]) == 1  # both examples fit in one row
+    lengths = [len(ids) for ids in single["input_ids"]]
+    assert out["position_ids"][0] == list(range(lengths[0])) + list(range(lengths[1]))
+    assert out["labels"][0] == single["labels"][0] + single["labels"][1]

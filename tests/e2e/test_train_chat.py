@@ -49,13 +49,13 @@ def test_lora_sft_learns_and_chat_answers_with_the_adapter(tmp_path, tiny_model_
     assert "Lumen" not in base and "Forge" not in base
 
 
-@pytest.mark.parametrize("method", ["full", "freeze"])
-def test_full_and_freeze_lower_the_loss(tmp_path, tiny_model_dir, identity_dir, method):
+@pytest.mark.parametrize("method,extra", [("full", []), ("freeze", []), ("full", ["--neat_packing", "true"])])
+def test_full_freeze_and_packed_training_lower_the_loss(tmp_path, tiny_model_dir, identity_dir, method, extra):
     out = str(tmp_path / method)
     proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--dataset_dir", identity_dir,
                    "--output_dir", out, "--finetuning_type", method, "--freeze_trainable_layers", "1",
                    "--freeze_extra_modules", "lm_head",
-                   "--learning_rate", "5e-3", "--max_steps", "30", *COMMON)
+                   "--learning_rate", "5e-3", "--max_steps", "30", *COMMON, *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     curve = losses(out)
     assert curve[-1] < 0.8 * curve[0], curve

@@ -1,16 +1,61 @@
-"""Batching: pad inputs with the pad token and labels with IGNORE_INDEX so padding never adds to the loss."""
+"""Batching: pad inputs with the pad token and labels with IGNORE_INDEX so padding never adds to the loss.
 
+One collator serves every stage: supervised batches, packed batches (position ids padded as a new
+segment; with neat packing the 2-D mask is left out so attention stays inside each example), pairwise
+batches (chosen rows, then rejected rows) and KTO batches (target and KL rows, plus tags).
+"""
+
+from dataclasses import dataclass
 from typing import Any
 
 from ..extras.constants import IGNORE_INDEX
 
 
-def build_collator(tokenizer: Any, model: Any = None, pad_to_multiple_of: int | None = None) -> Any:
-    from transformers import DataCollatorForSeq2Seq
+@dataclass
+class DataCollator:
+    pad_token_id: int
+    pad_to_multiple_of: int | None = 8
+    neat_packing: bool = False
 
-    return DataCollatorForSeq2Seq(
-        tokenizer=tokenizer,
-        model=model,
-        label_pad_token_id=IGNORE_INDEX,
-        pad_to_multiple_of=pad_to_multiple_of,
-    )
+    def _pad(self, rows: list[dict[str, list[int]]], prefix: str = "") -> dict[str, Any]:
+        import torch
+
+        longest = max(len(r[f"{prefix}input_ids"]) for r in rows)
+        if self.pad_to_multiple_of:
+            longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
+        with_positions = f"{prefix}position_ids" in rows[0]
+        if with_positions:
+            batch["position_ids"] = []
+        for row in rows:
+            ids = row[f"{prefix}input_ids"]
+            gap = longest - len(ids)
+            batch["input_ids"].append(ids + [self.pad_token_id] * gap)
+            batch["attention_mask"].append(row.get(f"{prefix}attention_mask", [1] * len(ids)) + [0] * gap)
+            batch["labels"].append(row.get(f"{prefix}labels", ids) + [IGNORE_INDEX] * gap)
+            if with_positions:  # padding counts as one more segment, whose positions start again at 0
+                batch["position_ids"].append(row[f"{prefix}position_ids"] + list(range(gap)))
+        tensors = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
+        if self.neat_packing:
+            tensors.pop("attention_mask")
+        return tensors
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        first = features[0]
+        if "chosen_input_ids" in first:
+            return self._pad([{k[len("chosen_"):]: v for k, v in f.items() if k.startswith("chosen_")}
+                              for f in features] + [{k[len("rejected_"):]: v for k, v in f.items()
+                                                     if k.startswith("rejected_")} for f in features])
+        batch = self._pad(features)
+        if "kl_input_ids" in first:
+            batch.update({f"kl_{k}": v for k, v in self._pad(features, "kl_").items()})
+            batch["kto_tags"] = torch.tensor([bool(f["kto_tags"]) for f in features])
+        return batch
+
+
+def build_collator(tokenizer: Any, model: Any = None, pad_to_multiple_of: int | None = 8,
+                   neat_packing: bool = False) -> DataCollator:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return DataCollator(pad, pad_to_multiple_of, neat_packing)

@@ -284,6 +284,8 @@ def get_template_and_fix_tokenizer(tokenizer: "PreTrainedTokenizerBase", data_ar
                                    "preserve_thinking": getattr(data_args, "preserve_thinking", False)}
         if data_args.default_system is not None:
             changes["default_system"] = data_args.default_system
+        if getattr(data_args, "tool_format", None):
+            changes["tool_format"] = data_args.tool_format
         template = replace(template, **changes)
     template.fix_tokenizer(tokenizer)
     return template

@@ -28,10 +28,13 @@ class DataArguments:
     ignore_pad_token_for_loss: bool = arg(True, "Exclude padding from the loss.", planned=True)
     val_size: float = arg(0.0, "Held-out share (<1) or count (>=1) of the training data.")
     eval_on_each_dataset: bool = arg(False, "Evaluate each eval dataset separately.")
-    packing: bool | None = arg(None, "Pack sequences together.", planned=True)
-    neat_packing: bool = arg(False, "Pack without cross-attention.", planned=True)
-    tool_format: str | None = arg(None, "Format of function calls in prompts.", planned=True)
+    packing: bool | None = arg(None, "Pack several sft examples into each cutoff_len row.")
+    neat_packing: bool = arg(False, "Pack without attention across examples (implies packing).")
+    tool_format: str | None = arg(None, "Override the template's tool format.",
+                                  choices=("default", "qwen", "llama3", "mistral", "glm4"))
     default_system: str | None = arg(None, "Replace the template's default system prompt.")
-    enable_thinking: bool | None = arg(True, "Reasoning mode of thinking templates.", planned=True)
+    enable_thinking: bool | None = arg(True, "Thinking templates: empty thought in the answer (true), in the "
+                                       "prompt (false), or data left as is (null).")
+    preserve_thinking: bool = arg(False, "Keep thought blocks of earlier turns (reasoning templates drop them).")
     tokenized_path: str | None = arg(None, "Save or load the tokenized dataset here.")
     data_shared_file_system: bool = arg(False, "Data folder shared between nodes.", planned=True)

@@ -24,7 +24,7 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
         finetuning_args=finetuning_args,
         model=model,
         args=training_args,
-        data_collator=build_collator(tokenizer, model, pad_to_multiple_of=8),
+        data_collator=build_collator(tokenizer, model, pad_to_multiple_of=8, neat_packing=data_args.neat_packing),
         processing_class=tokenizer,
         callbacks=callbacks,
         **dataset_module,

@@ -1,0 +1,28 @@
+"""Feedback examples (kto): an answer tagged desirable or not, plus a mismatched pair for the KL term."""
+
+from typing import Any
+
+from .supervised import SupervisedProcessor
+
+
+class FeedbackProcessor(SupervisedProcessor):
+    """KTO: one answer with a desirable/undesirable tag, plus a mismatched pair for the KL estimate."""
+
+    def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        keys = ("input_ids", "attention_mask", "labels", "kl_input_ids", "kl_attention_mask", "kl_labels", "kto_tags")
+        out: dict[str, list[Any]] = {key: [] for key in keys}
+        rows = [r for r in zip(examples["_prompt"], examples["_response"], examples["_system"], examples["_tools"],
+                               examples["_kto_tag"]) if self.is_valid(r[0], r[1]) and r[4] is not None]
+        for i, (prompt, response, system, tools, tag) in enumerate(rows):
+            # The KL pair: this prompt with the next row's answer (an answer to a different question).
+            other = rows[(i + 1) % len(rows)][1]
+            input_ids, labels = self.encode(prompt, response, system, tools)
+            kl_ids, kl_labels = self.encode(prompt, other, system, tools)
+            out["input_ids"].append(input_ids)
+            out["attention_mask"].append([1] * len(input_ids))
+            out["labels"].append(labels)
+            out["kl_input_ids"].append(kl_ids)
+            out["kl_attention_mask"].append([1] * len(kl_ids))
+            out["kl_labels"].append(kl_labels)
+            out["kto_tags"].append(bool(tag))
+        return out
