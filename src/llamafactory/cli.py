@@ -13,6 +13,7 @@ Usage: lmf <command> [config.yaml] [key=value ...] [--key value ...]
 Commands:
   train     fine-tune a model:                lmf train examples/train_lora/smollm2_lora_sft.yaml
   chat      chat with a model in the terminal: lmf chat examples/inference/smollm2_lora_sft.yaml
+  data      see the training data as the model will: lmf data preview|stats cfg.yaml [-n 3]
   api       serve an OpenAI-compatible API   (not built yet)
   export    merge adapters and export        (not built yet)
   webui     open the web UI                   (not built yet)
@@ -41,6 +42,28 @@ def _chat(argv: list[str]) -> None:
     run_chat(argv)
 
 
+def _data(argv: list[str]) -> None:
+    from .extras.errors import ConfigError
+
+    if not argv or argv[0] not in ("preview", "stats"):
+        raise ConfigError("usage: lmf data preview|stats cfg.yaml [key=value ...] [-n N]")
+    count = 3
+    rest = list(argv[1:])
+    if "-n" in rest:
+        i = rest.index("-n")
+        try:
+            count = int(rest[i + 1])
+        except (IndexError, ValueError) as err:
+            raise ConfigError("`-n` needs a number of examples, e.g. -n 5") from err
+        del rest[i:i + 2]
+    from .data import preview
+
+    if argv[0] == "preview":
+        preview.preview(rest, count)
+    else:
+        preview.stats(rest)
+
+
 def _env(argv: list[str]) -> None:
     from .extras.env import print_env
 
@@ -58,6 +81,7 @@ def _help(argv: list[str]) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": _train,
     "chat": _chat,
+    "data": _data,
     "env": _env,
     "version": _version,
     "help": _help,

@@ -124,7 +124,7 @@ def _sample(dataset: Any, attr: DatasetAttr, data_args: Any, seed: int) -> Any:
     return dataset
 
 
-def _drop_invalid(dataset: Any, attr: DatasetAttr, streaming: bool) -> Any:
+def _drop_invalid(dataset: Any, attr: DatasetAttr, streaming: bool, report: dict[str, Any] | None = None) -> Any:
     """Remove rows that break their format, and say how many, why, and which."""
     if streaming:  # counting would read the whole stream; invalid rows are skipped as they come
         return dataset.filter(lambda ex: not ex["_drop"]).remove_columns("_drop")
@@ -133,6 +133,8 @@ def _drop_invalid(dataset: Any, attr: DatasetAttr, streaming: bool) -> Any:
     for row, reason in enumerate(reasons):
         if reason:
             bad.setdefault(reason, []).append(row)
+    if report is not None:
+        report[attr.name] = {"rows": len(reasons), "dropped": {reason: len(rows) for reason, rows in bad.items()}}
     if not bad:
         return dataset.remove_columns("_drop")
     total = sum(len(rows) for rows in bad.values())
@@ -166,12 +168,12 @@ def _check_stage(attr: DatasetAttr, stage: str) -> None:
 
 
 def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any, seed: int = 42,
-                        stage: str = "sft") -> Any:
+                        stage: str = "sft", report: dict[str, Any] | None = None) -> Any:
     _check_stage(attr, stage)
     dataset = _sample(_read_source(attr, model_args, data_args), attr, data_args, seed)
     aligned = align_dataset(dataset, attr, None if data_args.streaming else data_args.preprocessing_num_workers,
                             data_args.overwrite_cache, needs_response=stage not in UNSUPERVISED_STAGES)
-    return _drop_invalid(aligned, attr, data_args.streaming)
+    return _drop_invalid(aligned, attr, data_args.streaming, report)
 
 
 def _merge(datasets: list[Any], data_args: Any, seed: int) -> Any:
@@ -212,9 +214,10 @@ def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args
     return tokenized
 
 
-def _load(names: str | None, model_args: Any, data_args: Any, training_args: Any, stage: str) -> list[tuple[str, Any]]:
+def _load(names: str | None, model_args: Any, data_args: Any, training_args: Any, stage: str,
+          report: dict[str, Any] | None) -> list[tuple[str, Any]]:
     attrs = get_dataset_list(names, data_args.dataset_dir)
-    return [(a.name, load_single_dataset(a, model_args, data_args, training_args.seed, stage)) for a in attrs]
+    return [(a.name, load_single_dataset(a, model_args, data_args, training_args.seed, stage, report)) for a in attrs]
 
 
 def _split_off_eval(train: Any, data_args: Any, seed: int) -> tuple[Any, Any]:
@@ -268,7 +271,7 @@ def _save_tokenized(module: dict[str, Any], path: str) -> None:
 
 
 def get_dataset(template: Any, model_args: Any, data_args: Any, training_args: Any, stage: str,
-                tokenizer: Any) -> dict[str, Any]:
+                tokenizer: Any, report: dict[str, Any] | None = None) -> dict[str, Any]:
     """`train_dataset` / `eval_dataset` ready for a Trainer (eval_dataset is a dict with eval_on_each_dataset)."""
     path = data_args.tokenized_path
     if path and os.path.isdir(path) and os.listdir(path):
@@ -276,8 +279,8 @@ def get_dataset(template: Any, model_args: Any, data_args: Any, training_args: A
     with training_args.main_process_first(desc="load and tokenize dataset", local=True):
         seed = training_args.seed
         train = eval_ = None
-        trains = _load(data_args.dataset, model_args, data_args, training_args, stage)
-        evals = _load(data_args.eval_dataset, model_args, data_args, training_args, stage)
+        trains = _load(data_args.dataset, model_args, data_args, training_args, stage, report)
+        evals = _load(data_args.eval_dataset, model_args, data_args, training_args, stage, report)
         if trains:
             train = _merge([d for _, d in trains], data_args, seed)
             if data_args.val_size > 0:

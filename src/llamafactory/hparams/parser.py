@@ -239,7 +239,8 @@ def _where(origin: dict[str, str], key: str) -> str:
 
 
 def parse_dataclasses(values: dict[str, Any], origin: dict[str, str], classes: list[type],
-                      foreign: dict[str, str] | None = None) -> list[Any]:
+                      foreign: dict[str, str] | None = None,
+                      built_choices: dict[str, tuple[str, ...]] = BUILT_CHOICES) -> list[Any]:
     """Check every key against the dataclasses' fields and types, then build one instance of each.
 
     `foreign` maps keys that belong to another command to a hint (e.g. training keys given to chat).
@@ -272,7 +273,7 @@ def parse_dataclasses(values: dict[str, Any], origin: dict[str, str], classes: l
             if f.metadata.get("planned") and converted != default:
                 raise NotBuiltError(f"{_where(origin, key)}: `{key}` is not supported yet in llamafactory "
                                     f"(accepted only at its default, {default!r}); remove it to continue")
-            built = BUILT_CHOICES.get(key)
+            built = built_choices.get(key)
             if built is not None and converted not in built:
                 raise NotBuiltError(f"{_where(origin, key)}: `{key}: {converted}` is not supported yet; "
                                     f"available now: {', '.join(built)}")
@@ -360,6 +361,22 @@ def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any,
         raise ConfigError(f"`cutoff_len` must be positive, got {data_args.cutoff_len}")
     _protect_output_dir(training_args, get_last_checkpoint)
     return model_args, data_args, training_args, finetuning_args, generating_args
+
+
+def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, FinetuningArguments]:
+    """Arguments of `lmf data`: a training config read without the checks that only a run needs."""
+    from .training_args import TrainingArguments
+
+    values, origin = read_args(argv)
+    values.setdefault("use_cpu", True)  # nothing is trained; this keeps transformers from probing devices
+    values.pop("deepspeed", None)
+    every_stage = {**BUILT_CHOICES, "stage": ("pt", "sft", "rm", "dpo", "kto", "ppo")}  # all have processors
+    model_args, data_args, training_args, finetuning_args, _ = parse_dataclasses(
+        values, origin, [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments],
+        built_choices=every_stage)
+    _require(model_args.model_name_or_path, "model_name_or_path", "its tokenizer formats the data")
+    _require(data_args.dataset, "dataset", "comma-separated names from dataset_info.json")
+    return model_args, data_args, training_args, finetuning_args
 
 
 def _protect_output_dir(training_args: Any, get_last_checkpoint: Any) -> None:
