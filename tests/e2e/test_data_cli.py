@@ -4,7 +4,7 @@ from tests.conftest import IDENTITY, run_lmf, write_dataset
 def test_data_preview_marks_trained_text_and_stats_count_everything(tmp_path, tiny_model_dir):
     data = write_dataset(str(tmp_path / "data"), IDENTITY + [{"instruction": "no answer", "input": "", "output": None}])
     common = ["--model_name_or_path", tiny_model_dir, "--template", "chatml", "--dataset", "identity",
-              "--dataset_dir", data, "--cutoff_len", "24", "--per_device_train_batch_size", "2"]
+              "--dataset_dir", data, "--cutoff_len", "25", "--per_device_train_batch_size", "2"]
     preview = run_lmf("data", "preview", *common, "-n", "1")
     assert preview.returncode == 0, preview.stderr[-2000:]
     assert "First 1 of 4 training examples" in preview.stdout
