@@ -78,6 +78,7 @@ register(Template(
 ))
 register(Template(
     name="vicuna",
+    prefix="{{bos_token}}",
     user="USER: {{content}} ASSISTANT:",
     assistant="{{content}}{{eos_token}}",
     system="{{content}} ",
@@ -129,7 +130,8 @@ register(Template(
     prefix="{{bos_token}}",
     user="[INST]{{content}}[/INST]",
     assistant="{{content}}{{eos_token}}",
-    system="[SYSTEM_PROMPT]{{content}}[/SYSTEM_PROMPT]",
+    system="{{content}}\n\n",
+    system_in_user=True,
     function="{{content}}{{eos_token}}",
     observation="[TOOL_RESULTS]{{content}}[/TOOL_RESULTS]",
     tool_format="mistral",
@@ -185,16 +187,8 @@ register(Template(
 ))
 
 # Other chat families -------------------------------------------------------------------------------
-register(Template(name="yi", **CHATML))
-register(Template(
-    name="intern2",
-    prefix="{{bos_token}}",
-    default_system="You are an AI assistant whose name is InternLM (书生·浦语).\n- InternLM (书生·浦语) is a "
-    "conversational language model that is developed by Shanghai AI Laboratory (上海人工智能实验室). It is designed "
-    "to be helpful, honest, and harmless.\n- InternLM (书生·浦语) can understand and communicate fluently in the "
-    "language chosen by the user such as English and 中文.",
-    **CHATML,
-))
+register(Template(name="yi", **dict(CHATML, system="{{content}}")))  # Yi-1.5 emits the system text bare
+register(Template(name="intern2", prefix="{{bos_token}}", **CHATML))
 register(Template(name="smollm", **CHATML))
 register(Template(name="smollm2", default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
                   **CHATML))
@@ -203,21 +197,22 @@ register(Template(
     user="<|user|>\n{{content}}{{eos_token}}\n<|assistant|>\n",
     assistant="{{content}}{{eos_token}}\n",
     system="<|system|>\n{{content}}{{eos_token}}\n",
-    default_system="You are Zephyr, a helpful assistant.",
 ))
 register(Template(
     name="openchat",
     prefix="{{bos_token}}",
     user="GPT4 Correct User: {{content}}<|end_of_turn|>GPT4 Correct Assistant:",
     assistant="{{content}}<|end_of_turn|>",
+    system="GPT4 Correct System: {{content}}<|end_of_turn|>",
     stop_words=("<|end_of_turn|>",),
     replace_eos=True,
 ))
 register(Template(
     name="solar",
     user="### User:\n{{content}}\n\n### Assistant:\n",
-    assistant="{{content}}{{eos_token}}\n\n",
+    assistant="{{content}}",
     system="### System:\n{{content}}\n\n",
+    efficient_eos=True,
 ))
 register(Template(
     name="falcon",
@@ -244,18 +239,12 @@ register(Template(
 ))
 register(Template(
     name="olmo",
-    prefix="{{eos_token}}",
+    prefix="{{bos_token}}",
     user="<|user|>\n{{content}}\n<|assistant|>\n",
     assistant="{{content}}{{eos_token}}\n",
     system="<|system|>\n{{content}}\n",
 ))
-register(Template(
-    name="starchat",
-    user="<|user|>\n{{content}}<|end|>\n<|assistant|>",
-    assistant="{{content}}<|end|>\n",
-    system="<|system|>\n{{content}}<|end|>\n",
-    stop_words=("<|end|>",),
-))
+register(Template(name="starchat", **CHATML))  # starchat2 speaks ChatML
 register(Template(
     name="gpt_oss",
     user="<|start|>user<|message|>{{content}}<|end|><|start|>assistant",
@@ -273,18 +262,18 @@ register(Template(
     stop_words=("<seed:eos>",),
     replace_eos=True,
     reasoning=True,
-    thought_words=("<seed:think>", "</seed:think>"),
+    thought_words=("<seed:think>", "</seed:think>\n"),
 ))
 register(Template(
     name="baichuan2",
     user="<reserved_106>{{content}}<reserved_107>",
-    assistant="{{content}}",
-    efficient_eos=True,
+    assistant="{{content}}{{eos_token}}",
 ))
 register(Template(
     name="xverse",
     user="Human: {{content}}\n\nAssistant: ",
     assistant="{{content}}{{eos_token}}",
+    system="{{content}}\n\n",
 ))
 register(Template(
     name="cpm4",
