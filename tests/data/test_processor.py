@@ -76,7 +76,7 @@ def test_rows_without_answer_are_skipped(tiny_tokenizer):
 
 def test_pretrain_blocks_keep_every_token(tiny_tokenizer):
     tiny_tokenizer.eos_token = "<|endoftext|>"
-    proc = PretrainProcessor(None, tiny_tokenizer, SimpleNamespace(cutoff_len=8))
+    proc = PretrainProcessor(None, tiny_tokenizer, SimpleNamespace(cutoff_len=8, packing=None))
     texts = ["the quick brown fox", "jumps over the lazy dog", "hi"]
     out = proc.preprocess({"_prompt": [[{"role": "user", "content": t}] for t in texts]})
     expected = tiny_tokenizer("".join(t + "<|endoftext|>" for t in texts), add_special_tokens=False)["input_ids"]
@@ -110,3 +110,11 @@ def test_packing_fills_rows_and_neat_packing_restarts_positions(tiny_tokenizer):
     lengths = [len(ids) for ids in single["input_ids"]]
     assert out["position_ids"][0] == list(range(lengths[0])) + list(range(lengths[1]))
     assert out["labels"][0] == single["labels"][0] + single["labels"][1]
+
+
+def test_pretrain_without_packing_keeps_each_text(tiny_tokenizer):
+    tiny_tokenizer.eos_token = "<|endoftext|>"
+    proc = PretrainProcessor(None, tiny_tokenizer, SimpleNamespace(cutoff_len=4, packing=False))
+    out = proc.preprocess({"_prompt": [[{"role": "user", "content": t}] for t in ["the quick brown fox", "hi"]]})
+    assert len(out["input_ids"]) == 2 and len(out["input_ids"][0]) == 4
+    assert out["input_ids"][1] == tiny_tokenizer("hi<|endoftext|>", add_special_tokens=False)["input_ids"]

@@ -76,7 +76,19 @@ def _read_source(attr: DatasetAttr, model_args: Any, data_args: Any) -> Any:
     if attr.load_from == "script":
         raise UserError(f"dataset `{attr.name}`: loading scripts (`script_url`) are no longer supported by the "
                         "datasets library; convert the data to json/parquet and use `file_name`")
-    raise NotBuiltError(f"dataset `{attr.name}`: `{attr.load_from}` sources are not supported yet; "
+    if attr.load_from == "cloud_file":
+        kind = os.path.splitext(attr.path)[1].lstrip(".").lower()
+        if kind not in FILE_TYPES:
+            raise ConfigError(f"dataset `{attr.name}`: cannot tell the type of `{attr.path}`; expected one of "
+                              f"{', '.join('.' + k for k in FILE_TYPES)}")
+        logger.info("Loading dataset %s from %s...", attr.name, attr.path)
+        try:  # s3://, gs://, https:// ... through fsspec, as datasets supports them
+            return load_dataset(FILE_TYPES[kind], data_files=attr.path, split=attr.split,
+                                cache_dir=model_args.cache_dir, streaming=streaming)
+        except Exception as err:  # noqa: BLE001
+            raise UserError(f"dataset `{attr.name}`: cannot read `{attr.path}`: {' '.join(str(err).split())[:300]}"
+                            ) from err
+    raise NotBuiltError(f"dataset `{attr.name}`: `{attr.load_from}` sources (om_hub_url) are not supported yet; "
                         "download the data and use `file_name`")
 
 

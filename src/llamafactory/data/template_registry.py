@@ -251,8 +251,7 @@ register(Template(
     assistant="<|channel|>final<|message|>{{content}}<|return|>",
     system="<|start|>developer<|message|># Instructions\n\n{{content}}<|end|>",
     stop_words=("<|return|>", "<|call|>"),
-    reasoning=True,
-    thought_words=("<|channel|>analysis<|message|>", "<|end|><|start|>assistant"),
+    # Harmony keeps reasoning in a separate analysis message, which data must spell out itself.
 ))
 register(Template(
     name="seed_oss",

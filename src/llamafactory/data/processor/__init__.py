@@ -21,6 +21,6 @@ PROCESSORS = {
 
 
 def get_processor(stage: str, template: Any, tokenizer: Any, data_args: Any) -> Any:
-    if stage == "sft" and (data_args.packing or data_args.neat_packing):
+    if stage == "sft" and (data_args.packing or data_args.neat_packing):  # for pt, packing is the default
         return PackedSupervisedProcessor(template, tokenizer, data_args)
     return PROCESSORS[stage](template, tokenizer, data_args)

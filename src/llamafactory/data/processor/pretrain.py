@@ -1,4 +1,7 @@
-"""Pre-training text: each example's text plus eos, concatenated and cut into cutoff_len blocks."""
+"""Pre-training text: each example's text plus eos, concatenated and cut into cutoff_len blocks.
+
+Packing is the default for pt (`packing` unset or true); with `packing: false` each text stays its own
+example, cut at cutoff_len."""
 
 from itertools import chain
 from typing import Any
@@ -19,8 +22,12 @@ class PretrainProcessor:
         encoded = tok(texts, add_special_tokens=False)["input_ids"]
         if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False):
             encoded = [[tok.bos_token_id] + ids for ids in encoded]
-        stream = list(chain.from_iterable(encoded))
         block = self.data_args.cutoff_len
+        if self.data_args.packing is False:
+            blocks = [ids[:block] for ids in encoded]
+            return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks],
+                    "labels": [list(b) for b in blocks]}
+        stream = list(chain.from_iterable(encoded))
         # The last block of each batch may be short; it is padded, never dropped.
         blocks = [stream[i : i + block] for i in range(0, len(stream), block)]
         return {"input_ids": blocks, "attention_mask": [[1] * len(b) for b in blocks],
