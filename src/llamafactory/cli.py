@@ -56,12 +56,9 @@ def _data(argv: list[str]) -> None:
         except (IndexError, ValueError) as err:
             raise ConfigError("`-n` needs a number of examples, e.g. -n 5") from err
         del rest[i:i + 2]
-    from .data import preview
+    from .train.tuner import run_data
 
-    if argv[0] == "preview":
-        preview.preview(rest, count)
-    else:
-        preview.stats(rest)
+    run_data(argv[0], rest, count)
 
 
 def _env(argv: list[str]) -> None:

@@ -189,3 +189,25 @@ def test_hub_dataset_offline_fails_at_once(tmp_path):
         json.dump({"remote": {"hf_hub_url": "someone/some-data"}}, f)
     with pytest.raises(UserError, match="dataset `remote`: cannot load `someone/some-data` from the hub"):
         load(tmp_path, folder, dataset="remote")
+
+
+def test_modelscope_dataset_without_package_says_what_to_install(tmp_path, monkeypatch):
+    import builtins
+
+    from llamafactory.extras.errors import UserError
+
+    real_import = builtins.__import__
+
+    def no_modelscope(name, *args, **kwargs):
+        if name == "modelscope":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    folder = str(tmp_path / "data")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "dataset_info.json"), "w") as f:
+        json.dump({"remote": {"hf_hub_url": "a/b", "ms_hub_url": "c/d"}}, f)
+    monkeypatch.setenv("USE_MODELSCOPE_HUB", "1")
+    monkeypatch.setattr(builtins, "__import__", no_modelscope)
+    with pytest.raises(UserError, match="dataset `remote` is on ModelScope .* pip install modelscope"):
+        load(tmp_path, folder, dataset="remote")

@@ -155,3 +155,8 @@ def test_combinations_that_cannot_work_are_refused(tmp_path):
         train_args(tmp_path, "eval_dataset: identity\nval_size: 0.1\n")
     with pytest.raises(NotBuiltError, match="`deepspeed` and `fsdp` are not supported yet"):
         train_args(tmp_path, "deepspeed: ds_z3_config.json\n")
+
+
+def test_unquoted_no_means_the_strategy_no(tmp_path):
+    _, _, training, _, _ = train_args(tmp_path, "save_strategy: no\neval_strategy: no\n")
+    assert training.save_strategy == "no" and training.eval_strategy == "no"

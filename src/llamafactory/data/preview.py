@@ -1,4 +1,6 @@
-"""`lmf data preview` and `lmf data stats`: see exactly what training will see, before training."""
+"""`lmf data preview` and `lmf data stats`: see exactly what training will see, before training.
+
+These functions only render; train/tuner.py:run_data loads the tokenizer and the data for them."""
 
 import sys
 from typing import Any
@@ -9,20 +11,6 @@ from ..extras.constants import IGNORE_INDEX
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 OPEN, CLOSE = "⟦", "⟧"  # marks trained text when the output is not a terminal
-
-
-def _load(argv: list[str], report: dict[str, Any] | None = None) -> tuple[Any, Any, Any, str]:
-    from ..hparams.parser import get_data_args
-    from ..model.loader import load_tokenizer
-    from .loader import get_dataset
-    from .template import get_template_and_fix_tokenizer
-
-    model_args, data_args, training_args, finetuning_args = get_data_args(argv)
-    tokenizer = load_tokenizer(model_args)
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    stage = finetuning_args.stage
-    module = get_dataset(template, model_args, data_args, training_args, stage, tokenizer, report)
-    return module.get("train_dataset"), tokenizer, (data_args, training_args), stage
 
 
 def _spans(input_ids: list[int], labels: list[int]) -> list[tuple[bool, list[int]]]:
@@ -49,8 +37,7 @@ def render_example(tokenizer: Any, input_ids: list[int], labels: list[int], colo
     return "".join(parts) + f"\n  ids (* = trained): {ids}"
 
 
-def preview(argv: list[str], count: int = 3) -> None:
-    dataset, tokenizer, _, stage = _load(argv)
+def preview(dataset: Any, tokenizer: Any, stage: str, count: int = 3) -> None:
     color = sys.stdout.isatty()
     legend = "dimmed text is masked" if color else f"text inside {OPEN} {CLOSE} is trained on, the rest is masked"
     print(f"First {min(count, len(dataset))} of {len(dataset)} training examples (stage {stage}; {legend}):")
@@ -77,9 +64,7 @@ def padding_waste(lengths: list[int], batch_size: int, multiple: int = 8, seed: 
     return 1 - real / padded if padded else 0.0
 
 
-def stats(argv: list[str]) -> None:
-    report: dict[str, Any] = {}
-    dataset, tokenizer, (data_args, training_args), stage = _load(argv, report)
+def stats(dataset: Any, report: dict[str, Any], data_args: Any, training_args: Any, stage: str) -> None:
     key = "chosen_input_ids" if "chosen_input_ids" in dataset.column_names else "input_ids"
     label_key = key.replace("input_ids", "labels")
     lengths = [len(ids) for ids in dataset[key]]

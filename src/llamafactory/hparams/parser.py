@@ -194,6 +194,8 @@ def _convert(value: Any, tp: Any) -> Any:
             return str(value)
         raise _Mismatch
     if isinstance(tp, type) and issubclass(tp, Enum):
+        if value is False and "no" in {e.value for e in tp}:
+            value = "no"  # YAML 1.1 reads an unquoted `no` as false: `save_strategy: no` means "no"
         try:
             return tp(value)
         except ValueError as err:

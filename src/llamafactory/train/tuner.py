@@ -23,3 +23,23 @@ def run_exp(argv: list[str], callbacks: list[Any] | None = None) -> None:
     else:  # the parser refuses stages that are not built; this guards the dispatch table
         raise AssertionError(f"no recipe for stage {finetuning_args.stage}")
     run(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
+
+
+def run_data(action: str, argv: list[str], count: int = 3) -> None:
+    """`lmf data preview|stats`: load the data exactly as training would, then show it."""
+    from ..data import preview
+    from ..data.loader import get_dataset
+    from ..data.template import get_template_and_fix_tokenizer
+    from ..hparams.parser import get_data_args
+    from ..model.loader import load_tokenizer
+
+    model_args, data_args, training_args, finetuning_args = get_data_args(argv)
+    tokenizer = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    stage = finetuning_args.stage
+    report: dict[str, Any] = {}
+    dataset = get_dataset(template, model_args, data_args, training_args, stage, tokenizer, report)["train_dataset"]
+    if action == "preview":
+        preview.preview(dataset, tokenizer, stage, count)
+    else:
+        preview.stats(dataset, report, data_args, training_args, stage)
