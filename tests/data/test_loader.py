@@ -209,5 +209,5 @@ def test_modelscope_dataset_without_package_says_what_to_install(tmp_path, monke
         json.dump({"remote": {"hf_hub_url": "a/b", "ms_hub_url": "c/d"}}, f)
     monkeypatch.setenv("USE_MODELSCOPE_HUB", "1")
     monkeypatch.setattr(builtins, "__import__", no_modelscope)
-    with pytest.raises(UserError, match="dataset `remote` is on ModelScope .* pip install modelscope"):
+    with pytest.raises(UserError, match="dataset `remote` is on ModelScope .*: `pip install modelscope`"):
         load(tmp_path, folder, dataset="remote")
