@@ -160,3 +160,24 @@ def test_combinations_that_cannot_work_are_refused(tmp_path):
 def test_unquoted_no_means_the_strategy_no(tmp_path):
     _, _, training, _, _ = train_args(tmp_path, "save_strategy: no\neval_strategy: no\n")
     assert training.save_strategy == "no" and training.eval_strategy == "no"
+
+
+@pytest.mark.parametrize("extra,message", [
+    ("stage: pt\npredict_with_generate: true\n", "`predict_with_generate` only works with stage sft, not pt"),
+    ("mask_history: true\ntrain_on_prompt: true\n", "`mask_history` .* contradicts `train_on_prompt`"),
+    ("do_train: false\ndo_predict: true\neval_dataset: identity\n", "set `predict_with_generate: true`"),
+    ("do_train: false\ndo_eval: true\n", "`do_eval: true` needs evaluation data"),
+    ("finetuning_type: full\nloraplus_lr_ratio: 16\n", "`loraplus_lr_ratio` only works with `finetuning_type: lora`"),
+    ("finetuning_type: freeze\nadapter_name_or_path: a\n", "`adapter_name_or_path` only works with"),
+])
+def test_incompatible_combinations_fail_before_loading(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        train_args(tmp_path, extra)
+
+
+def test_fp16_on_cpu_falls_back_to_fp32(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="llamafactory"):
+        _, _, training, _, _ = train_args(tmp_path, "fp16: true\n")
+    assert training.fp16 is False and training.bf16 is False and "training in fp32" in caplog.text

@@ -29,7 +29,7 @@ OVERRIDE = "command line"
 # Values of choice keys that work today; the others are declared and refused with a clear message.
 BUILT_CHOICES = {
     "stage": ("pt", "sft"),
-    "finetuning_type": ("lora", "freeze", "full"),
+    "finetuning_type": ("lora", "freeze", "full", "oft"),
     "infer_backend": ("huggingface",),
 }
 
@@ -327,42 +327,66 @@ def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any,
     values, origin = read_args(argv)
     if values.get("deepspeed") or values.get("fsdp"):  # checked first: transformers would fail on them obscurely
         raise NotBuiltError("`deepspeed` and `fsdp` are not supported yet in llamafactory; remove them to continue")
-    if not _has_accelerator():
+    on_cpu = not _has_accelerator()
+    if on_cpu:
         # transformers needs use_cpu for bf16 autocast on CPU and for a correct world size under torchrun.
         values.setdefault("use_cpu", True)
-        if values.get("fp16") in (True, "true"):
-            fast = _cpu_has_fast_bf16()
-            logger.warning("fp16 mixed precision needs a GPU; training in %s on this CPU instead.",
-                           "bf16" if fast else "fp32")
+        if values.get("fp16") is True:
+            logger.warning("fp16 mixed precision needs a GPU; training in fp32 on this CPU instead "
+                           "(bf16: true is faster on CPUs with bf16 instructions).")
             values["fp16"] = False
-            if fast:
-                values["bf16"] = True
     model_args, data_args, training_args, finetuning_args, generating_args = parse_dataclasses(
         values, origin, [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
                          GeneratingArguments])
+    if on_cpu and training_args.bf16:
+        native = _cpu_has_fast_bf16()
+        logger.info("bf16 autocast on CPU (%s).", "native bf16 instructions" if native else
+                    "no native bf16 instructions: expect it to be slower than fp32")
+    _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
+             "a .gguf file")
+    if "output_dir" not in values:
+        raise ConfigError("missing required key `output_dir` (where checkpoints, logs and the model are saved)")
+    check_train_args(model_args, data_args, training_args, finetuning_args)
+    _protect_output_dir(training_args, get_last_checkpoint)
+    return model_args, data_args, training_args, finetuning_args, generating_args
 
+
+def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any) -> None:
+    """Combinations that cannot work, refused before any weight is loaded."""
+    stage = finetuning_args.stage
     _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
              "a .gguf file")
     if not (training_args.do_train or training_args.do_eval or training_args.do_predict):
         raise ConfigError("nothing to do: set `do_train: true` (or do_eval / do_predict)")
-    if training_args.do_predict:
-        raise NotBuiltError("`do_predict` is not supported yet in llamafactory; remove it to continue")
-    if "output_dir" not in values:
-        raise ConfigError("missing required key `output_dir` (where checkpoints, logs and the model are saved)")
     if training_args.do_train:
         _require(data_args.dataset, "dataset", "comma-separated names from dataset_info.json")
+    if data_args.val_size > 0 and not data_args.dataset:
+        raise ConfigError("`val_size` splits the training data, but no `dataset` is set")
     if training_args.do_eval and not data_args.eval_dataset and data_args.val_size <= 0:
         raise ConfigError("`do_eval: true` needs evaluation data: set `eval_dataset` or `val_size`")
-    if model_args.adapter_name_or_path and finetuning_args.finetuning_type != "lora":
-        raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora`")
+    if training_args.do_predict and not (data_args.eval_dataset or data_args.val_size > 0):
+        raise ConfigError("`do_predict: true` needs data to predict on: set `eval_dataset` (or `val_size`)")
+    if training_args.predict_with_generate and stage != "sft":
+        raise ConfigError(f"`predict_with_generate` only works with stage sft, not {stage}")
+    if training_args.do_predict and stage == "sft" and not training_args.predict_with_generate:
+        raise ConfigError("`do_predict` with stage sft generates answers: set `predict_with_generate: true`")
+    if training_args.predict_with_generate and training_args.do_train:
+        raise ConfigError("`predict_with_generate` cannot be combined with `do_train`; predict in a second run "
+                          "with `adapter_name_or_path` pointing at the trained adapter")
+    if data_args.mask_history and data_args.train_on_prompt:
+        raise ConfigError("`mask_history` (train on the last turn only) contradicts `train_on_prompt`")
+    if (data_args.packing or data_args.neat_packing) and stage not in ("pt", "sft"):
+        raise ConfigError(f"`packing` / `neat_packing` work with stages pt and sft, not {stage}")
+    if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ("lora", "oft"):
+        raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora` or `oft`")
     if data_args.eval_dataset and data_args.val_size > 0:
         raise ConfigError("set either `eval_dataset` or `val_size`, not both")
     if data_args.streaming and training_args.max_steps <= 0:
         raise ConfigError("`streaming: true` needs `max_steps`: a stream has no known length to count epochs by")
     if data_args.cutoff_len <= 0:
         raise ConfigError(f"`cutoff_len` must be positive, got {data_args.cutoff_len}")
-    _protect_output_dir(training_args, get_last_checkpoint)
-    return model_args, data_args, training_args, finetuning_args, generating_args
+    if finetuning_args.loraplus_lr_ratio is not None and finetuning_args.finetuning_type != "lora":
+        raise ConfigError("`loraplus_lr_ratio` only works with `finetuning_type: lora`")
 
 
 def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, FinetuningArguments]:
@@ -412,6 +436,6 @@ def get_infer_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Fine
         values, origin, [ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments], foreign)
     _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
              "a .gguf file")
-    if model_args.adapter_name_or_path and finetuning_args.finetuning_type != "lora":
-        raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora`")
+    if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ("lora", "oft"):
+        raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora` or `oft`")
     return model_args, data_args, finetuning_args, generating_args

@@ -1,4 +1,4 @@
-"""Attach the fine-tuning method: full, freeze or LoRA (through peft). Trainable weights are fp32."""
+"""Attach the fine-tuning method: full, freeze, LoRA or OFT (through peft). Trainable weights are fp32."""
 
 import os
 import re
@@ -70,8 +70,39 @@ def _setup_freeze(model: Any, finetuning_args: Any) -> None:
     logger.info("Freeze tuning: training layers %s (modules: %s).", sorted(layer_ids), ", ".join(modules))
 
 
-def _setup_lora(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool) -> Any:
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+def _peft_config(model: Any, finetuning_args: Any) -> Any:
+    """The peft config of a new adapter: LoRA (with DoRA, rsLoRA, PiSSA) or OFT."""
+    from peft import LoraConfig, OFTConfig, TaskType
+
+    if finetuning_args.finetuning_type == "oft":
+        targets = _split(finetuning_args.oft_target)
+        return OFTConfig(
+            task_type=TaskType.CAUSAL_LM,
+            r=finetuning_args.oft_rank,
+            oft_block_size=finetuning_args.oft_block_size if not finetuning_args.oft_rank else 0,
+            module_dropout=finetuning_args.module_dropout,
+            target_modules=find_all_linear_modules(model) if targets == ["all"] else targets,
+            modules_to_save=_split(finetuning_args.additional_target) or None,
+        )
+    targets = _split(finetuning_args.lora_target)
+    init: Any = True
+    if finetuning_args.pissa_init:
+        init = "pissa" if finetuning_args.pissa_iter == -1 else f"pissa_niter_{finetuning_args.pissa_iter}"
+    return LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=finetuning_args.lora_rank,
+        lora_alpha=finetuning_args.lora_alpha_or_default(),
+        lora_dropout=finetuning_args.lora_dropout,
+        target_modules=find_all_linear_modules(model) if targets == ["all"] else targets,
+        use_rslora=finetuning_args.use_rslora,
+        use_dora=finetuning_args.use_dora,
+        init_lora_weights=init,
+        modules_to_save=_split(finetuning_args.additional_target) or None,
+    )
+
+
+def _setup_peft(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool) -> Any:
+    from peft import PeftModel, get_peft_model
 
     adapters = _split(model_args.adapter_name_or_path)
     for path in adapters:
@@ -92,31 +123,21 @@ def _setup_lora(model: Any, model_args: Any, finetuning_args: Any, is_trainable:
             model = PeftModel.from_pretrained(model, resume, is_trainable=True)
             logger.info("Resumed adapter %s.", resume)
     if is_trainable and resume is None:
-        targets = _split(finetuning_args.lora_target)
-        if targets == ["all"]:
-            targets = find_all_linear_modules(model)
-        config = LoraConfig(
-            task_type=TaskType.CAUSAL_LM,
-            r=finetuning_args.lora_rank,
-            lora_alpha=finetuning_args.lora_alpha_or_default(),
-            lora_dropout=finetuning_args.lora_dropout,
-            target_modules=targets,
-            use_rslora=finetuning_args.use_rslora,
-            use_dora=finetuning_args.use_dora,
-            modules_to_save=_split(finetuning_args.additional_target) or None,
-        )
+        config = _peft_config(model, finetuning_args)
         try:
             model = get_peft_model(model, config)
         except ValueError as err:
-            raise ConfigError(f"`lora_target` {finetuning_args.lora_target}: {' '.join(str(err).split())}") from err
-        logger.info("LoRA on modules: %s", ", ".join(targets))
+            key = "oft_target" if finetuning_args.finetuning_type == "oft" else "lora_target"
+            raise ConfigError(f"`{key}`: {' '.join(str(err).split())}") from err
+        modules = ", ".join(sorted(config.target_modules))
+        logger.info("%s on modules: %s", finetuning_args.finetuning_type.upper(), modules)
     return model
 
 
 def init_adapter(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool) -> Any:
     kind = finetuning_args.finetuning_type
-    if kind == "lora":
-        model = _setup_lora(model, model_args, finetuning_args, is_trainable)
+    if kind in ("lora", "oft"):
+        model = _setup_peft(model, model_args, finetuning_args, is_trainable)
     elif is_trainable and kind == "full":
         _setup_full(model)
     elif is_trainable and kind == "freeze":

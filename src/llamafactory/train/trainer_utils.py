@@ -28,3 +28,34 @@ def evaluate(trainer: Any) -> dict[str, float]:
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     return metrics
+
+
+def create_loraplus_optimizer(model: Any, training_args: Any, finetuning_args: Any) -> Any:
+    """LoRA+: the B matrices learn `loraplus_lr_ratio` times faster than A (and embeddings at their own rate).
+
+    The optimizer class and its settings come from transformers' own `optim` handling; only the parameter
+    groups differ.
+    """
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    decay_names = set(get_parameter_names(model, [torch.nn.LayerNorm]))
+    decay_names = {n for n in decay_names if "bias" not in n and "norm" not in n}
+    lr = training_args.learning_rate
+    groups: dict[tuple[float, float], list[Any]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if "lora_embedding_B" in name:
+            rate = finetuning_args.loraplus_lr_embedding
+        elif "lora_B" in name:
+            rate = lr * finetuning_args.loraplus_lr_ratio
+        else:
+            rate = lr
+        decay = training_args.weight_decay if name in decay_names else 0.0
+        groups.setdefault((rate, decay), []).append(param)
+    optim_cls, optim_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+    param_groups = [{"params": params, "lr": rate, "weight_decay": decay} for (rate, decay), params in groups.items()]
+    logger.info("LoRA+ optimizer: lora_B learning rate x%s.", finetuning_args.loraplus_lr_ratio)
+    return optim_cls(param_groups, **{k: v for k, v in optim_kwargs.items() if k not in ("lr", "weight_decay")})

@@ -10,6 +10,13 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
         super().__init__(**kwargs)
         self.finetuning_args = finetuning_args
 
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+        if self.optimizer is None and self.finetuning_args.loraplus_lr_ratio is not None:
+            from ..trainer_utils import create_loraplus_optimizer
+
+            self.optimizer = create_loraplus_optimizer(self.model, self.args, self.finetuning_args)
+        return super().create_optimizer(*args, **kwargs)
+
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
         # disable_shuffling: keep the data in file order (curricula, ordered corpora).
         if self.finetuning_args.disable_shuffling:
