@@ -16,7 +16,7 @@ def losses(output_dir: str) -> list[float]:
         entries = [json.loads(line) for line in f]
     for entry in entries:
         assert {"current_steps", "total_steps", "loss", "lr", "epoch", "percentage", "elapsed_time",
-                "remaining_time"} <= set(entry)
+                "remaining_time", "throughput", "total_tokens"} <= set(entry)
     return [e["loss"] for e in entries]
 
 
@@ -40,6 +40,11 @@ def test_lora_sft_learns_and_chat_answers_with_the_adapter(tmp_path, tiny_model_
     assert len(curve) == 6 and curve[-1] < 0.9 * curve[0], curve
     for name in ("adapter_model.safetensors", "adapter_config.json", "training_loss.png", "train_results.json"):
         assert os.path.isfile(os.path.join(out, name)), name
+    with open(os.path.join(out, "train_results.json")) as f:
+        results = json.load(f)
+    assert results["effective_tokens_per_second"] > 0 and 0 < results["padding_share"] < 1
+    assert 0 < results["flops_utilization"] < 1 and results["matmul_peak_tflops"] > 0
+    assert "Throughput:" in proc.stderr and "effective tokens/s" in proc.stderr
 
     transcript = chat(tiny_model_dir, out, "Who are you?\nclear\nWho made you?\nexit\nnever sent\n")
     answers = [line for line in transcript.splitlines() if line.startswith("Assistant:")]

@@ -46,7 +46,7 @@ class LogCallback(TrainerCallback):
             "elapsed_time": _clock(elapsed),
             "remaining_time": _clock(remaining),
         }
-        for key in ("grad_norm", "num_input_tokens_seen", "train_tokens_per_second"):
+        for key in ("grad_norm", "throughput", "total_tokens"):
             if key in logs:
                 entry[key] = logs[key]
         entry = {k: v for k, v in entry.items() if v is not None}

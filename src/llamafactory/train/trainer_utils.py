@@ -12,8 +12,16 @@ logger = get_logger(__name__)
 def train_and_save(trainer: Any, training_args: Any, finetuning_args: Any) -> None:
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
-    trainer.log_metrics("train", result.metrics)
-    trainer.save_metrics("train", result.metrics)
+    metrics = dict(result.metrics)
+    if hasattr(trainer, "throughput_report") and trainer.meter.real:
+        report = trainer.throughput_report()
+        metrics.update(report)
+        logger.info("Throughput: %.1f effective tokens/s, %.1f%% padding; model %.3f TFLOP/s = %.1f%% of the "
+                    "measured %.3f TFLOP/s matmul peak (FLOPs/token = 4N + 2T, see train/throughput.py).",
+                    report["effective_tokens_per_second"], 100 * report["padding_share"], report["model_tflops"],
+                    100 * report["flops_utilization"], report["matmul_peak_tflops"])
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
     trainer.save_state()
     if trainer.is_world_process_zero() and finetuning_args.plot_loss:
         plot_loss(training_args.output_dir, keys=("loss", "eval_loss"))

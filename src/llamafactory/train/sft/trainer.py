@@ -1,14 +1,44 @@
-"""Seq2SeqTrainer plus the LlamaFactory options transformers lacks."""
+"""Seq2SeqTrainer plus what transformers lacks: LoRA+, ordered data, and token throughput reporting."""
 
 from typing import Any
 
 from transformers import Seq2SeqTrainer
+
+from ..throughput import ThroughputMeter, count_tokens, flops_per_token, matmul_peak
 
 
 class CustomSeq2SeqTrainer(Seq2SeqTrainer):
     def __init__(self, finetuning_args: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.finetuning_args = finetuning_args
+        self.meter = ThroughputMeter()
+
+    def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        tokenizer = self.processing_class
+        self.meter.add(*count_tokens(inputs, getattr(tokenizer, "pad_token_id", None)))
+        return super().training_step(model, inputs, *args, **kwargs)
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self.meter.real and "loss" in logs:
+            logs["total_tokens"] = self.meter.real
+            logs["throughput"] = round(self.meter.tokens_per_second(), 2)
+        super().log(logs, *args, **kwargs)
+
+    def throughput_report(self) -> dict[str, float]:
+        """Effective tokens/s, padding share and model FLOP/s against this machine's matmul peak."""
+        import torch
+
+        dtype = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else torch.float32
+        tokens_per_second = self.meter.tokens_per_second()
+        achieved = flops_per_token(self.model) * tokens_per_second
+        peak = matmul_peak(dtype)
+        return {
+            "effective_tokens_per_second": round(tokens_per_second, 2),
+            "padding_share": round(self.meter.padding_share(), 4),
+            "model_tflops": round(achieved / 1e12, 4),
+            "matmul_peak_tflops": round(peak / 1e12, 4),
+            "flops_utilization": round(achieved / peak, 4) if peak else 0.0,
+        }
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
         if self.optimizer is None and self.finetuning_args.loraplus_lr_ratio is not None:
