@@ -99,3 +99,28 @@ def test_chat_with_a_missing_adapter_says_so_in_one_line(tiny_model_dir, tmp_pat
                    str(tmp_path / "not-trained"), stdin="hi\n")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: adapter `{tmp_path / 'not-trained'}` not found")
+
+
+def test_eval_accuracy_then_predict_with_generate(tmp_path, tiny_model_dir, identity_dir):
+    out = str(tmp_path / "lora")
+    proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--dataset_dir", identity_dir,
+                   "--output_dir", out, "--lora_rank", "16", "--learning_rate", "1e-2", "--max_steps", "40",
+                   "--eval_dataset", "identity", "--do_eval", "--compute_accuracy", "true", *COMMON)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "eval_results.json")) as f:
+        results = json.load(f)
+    assert 0 < results["eval_accuracy"] <= 1 and "eval_loss" in results
+
+    pred = str(tmp_path / "pred")
+    proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--adapter_name_or_path", out,
+                   "--template", "chatml", "--dataset_dir", identity_dir, "--eval_dataset", "identity",
+                   "--do_predict", "--predict_with_generate", "--output_dir", pred, "--do_sample", "false",
+                   "--max_new_tokens", "16", "--per_device_eval_batch_size", "3", "--report_to", "none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(pred, "generated_predictions.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 4 and rows[0]["label"] == "I am Lumen, an assistant made by Forge."
+    assert rows[0]["prompt"].endswith("<|im_start|>assistant\n") and "Lumen" in rows[0]["predict"]
+    with open(os.path.join(pred, "predict_results.json")) as f:
+        scores = json.load(f)
+    assert 0 < scores["predict_bleu-4"] <= 100 and 0 < scores["predict_rouge-l"] <= 100

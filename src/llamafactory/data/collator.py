@@ -16,6 +16,7 @@ class DataCollator:
     pad_token_id: int
     pad_to_multiple_of: int | None = 8
     neat_packing: bool = False
+    padding_side: str = "right"  # left for batched generation, so every prompt ends where generation starts
 
     def _pad(self, rows: list[dict[str, list[int]]], prefix: str = "") -> dict[str, Any]:
         import torch
@@ -23,6 +24,7 @@ class DataCollator:
         longest = max(len(r[f"{prefix}input_ids"]) for r in rows)
         if self.pad_to_multiple_of:
             longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        label_longest = max(1, max(len(r.get(f"{prefix}labels", r[f"{prefix}input_ids"])) for r in rows))
         batch: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
         with_positions = f"{prefix}position_ids" in rows[0]
         if with_positions:
@@ -30,9 +32,16 @@ class DataCollator:
         for row in rows:
             ids = row[f"{prefix}input_ids"]
             gap = longest - len(ids)
+            mask = row.get(f"{prefix}attention_mask", [1] * len(ids))
+            labels = row.get(f"{prefix}labels", ids)
+            if self.padding_side == "left":  # generation: labels are references of their own lengths
+                batch["input_ids"].append([self.pad_token_id] * gap + ids)
+                batch["attention_mask"].append([0] * gap + mask)
+                batch["labels"].append(labels + [IGNORE_INDEX] * (label_longest - len(labels)))
+                continue
             batch["input_ids"].append(ids + [self.pad_token_id] * gap)
-            batch["attention_mask"].append(row.get(f"{prefix}attention_mask", [1] * len(ids)) + [0] * gap)
-            batch["labels"].append(row.get(f"{prefix}labels", ids) + [IGNORE_INDEX] * gap)
+            batch["attention_mask"].append(mask + [0] * gap)
+            batch["labels"].append(labels + [IGNORE_INDEX] * gap)
             if with_positions:  # padding counts as one more segment, whose positions start again at 0
                 batch["position_ids"].append(row[f"{prefix}position_ids"] + list(range(gap)))
         tensors = {key: torch.tensor(value, dtype=torch.long) for key, value in batch.items()}
@@ -56,6 +65,6 @@ class DataCollator:
 
 
 def build_collator(tokenizer: Any, model: Any = None, pad_to_multiple_of: int | None = 8,
-                   neat_packing: bool = False) -> DataCollator:
+                   neat_packing: bool = False, padding_side: str = "right") -> DataCollator:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return DataCollator(pad, pad_to_multiple_of, neat_packing)
+    return DataCollator(pad, pad_to_multiple_of, neat_packing, padding_side)

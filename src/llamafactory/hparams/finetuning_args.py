@@ -19,7 +19,7 @@ class FinetuningArguments:
     freeze_vision_tower: bool = arg(True, "Keep the vision tower frozen.", planned=True)
     freeze_multi_modal_projector: bool = arg(True, "Keep the multimodal projector frozen.", planned=True)
     freeze_language_model: bool = arg(False, "Keep the language model frozen.", planned=True)
-    compute_accuracy: bool = arg(False, "Report token accuracy in evaluation.", planned=True)
+    compute_accuracy: bool = arg(False, "Report token accuracy in evaluation.")
     disable_shuffling: bool = arg(False, "Keep the training data in order.")
     early_stopping_steps: int | None = arg(None, "Stop when the eval metric stalls this many times.",
                                            planned=True)

@@ -47,6 +47,44 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
             self.optimizer = create_loraplus_optimizer(self.model, self.args, self.finetuning_args)
         return super().create_optimizer(*args, **kwargs)
 
+    def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
+                        ignore_keys: list[str] | None = None, **gen_kwargs: Any) -> tuple[Any, Any, Any]:
+        """With predict_with_generate, labels are the reference answers (not aligned with the prompt), and the
+        prompt is cut from each generated sequence."""
+        if not self.args.predict_with_generate:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        labels = inputs.pop("labels", None)
+        loss, generated, _ = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys, **gen_kwargs)
+        if generated is not None:
+            generated = generated[:, inputs["input_ids"].size(-1):]
+        return loss, generated, labels
+
+    def save_predictions(self, dataset: Any, predict_results: Any, skip_special_tokens: bool = True) -> str:
+        """Write generated_predictions.jsonl: one {"prompt", "predict", "label"} line per example."""
+        import json
+        import os
+
+        import numpy as np
+
+        tokenizer = self.processing_class
+        pad = tokenizer.pad_token_id
+
+        def decode(rows: Any) -> list[str]:
+            rows = np.where(np.asarray(rows) < 0, pad, np.asarray(rows))
+            return tokenizer.batch_decode(rows, skip_special_tokens=skip_special_tokens)
+
+        prompts = tokenizer.batch_decode([list(ids) for ids in dataset["input_ids"]], skip_special_tokens=False)
+        predictions = [p.strip() for p in decode(predict_results.predictions)]
+        labels = [label.strip() for label in decode(predict_results.label_ids)]
+        path = os.path.join(self.args.output_dir, "generated_predictions.jsonl")
+        if self.is_world_process_zero():
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                for prompt, predict, label in zip(prompts, predictions, labels):
+                    f.write(json.dumps({"prompt": prompt, "predict": predict, "label": label}, ensure_ascii=False)
+                            + "\n")
+        return path
+
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
         # disable_shuffling: keep the data in file order (curricula, ordered corpora).
         if self.finetuning_args.disable_shuffling:

@@ -1,14 +1,19 @@
-"""Supervised fine-tuning, top to bottom: tokenizer, template, data, model, trainer, train, evaluate."""
+"""Supervised fine-tuning, top to bottom: tokenizer, template, data, model, trainer, train, evaluate, predict."""
 
+import json
 from typing import Any
 
 from ...data.collator import build_collator
 from ...data.loader import get_dataset
 from ...data.template import get_template_and_fix_tokenizer
+from ...extras.logging import get_logger
 from ...model.loader import compute_dtype, load_model, load_tokenizer
 from ...model.model_utils.hub import resolve_model
 from ..trainer_utils import evaluate, train_and_save
+from .metrics import argmax_logits, similarity_scores, token_accuracy
 from .trainer import CustomSeq2SeqTrainer
+
+logger = get_logger(__name__)
 
 
 def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any, generating_args: Any,
@@ -16,20 +21,40 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     source = resolve_model(model_args)
     tokenizer = load_tokenizer(model_args, source)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    dataset_module = get_dataset(template, model_args, data_args, training_args, "sft", tokenizer)
+    generating = training_args.predict_with_generate  # prompts only; answers kept as references
+    stage = "predict" if generating else "sft"
+    dataset_module = get_dataset(template, model_args, data_args, training_args, stage, tokenizer)
     dtype = compute_dtype(training_args, finetuning_args, model_args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, dtype, source)
 
+    metrics: dict[str, Any] = {}
+    if finetuning_args.compute_accuracy and not generating:
+        metrics = {"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": argmax_logits}
     trainer = CustomSeq2SeqTrainer(
         finetuning_args=finetuning_args,
         model=model,
         args=training_args,
-        data_collator=build_collator(tokenizer, model, pad_to_multiple_of=8, neat_packing=data_args.neat_packing),
+        data_collator=build_collator(tokenizer, model, pad_to_multiple_of=8, neat_packing=data_args.neat_packing,
+                                     padding_side="left" if generating else "right"),
         processing_class=tokenizer,
         callbacks=callbacks,
+        **metrics,
         **dataset_module,
     )
     if training_args.do_train:
         train_and_save(trainer, training_args, finetuning_args)
-    if training_args.do_eval:
+    if training_args.do_eval and not generating:
         evaluate(trainer)
+    if training_args.do_predict:
+        gen_kwargs = {**generating_args.to_dict(), "eos_token_id": template.stop_token_ids(tokenizer),
+                      "pad_token_id": tokenizer.pad_token_id}
+        dataset = dataset_module["eval_dataset"]
+        results = trainer.predict(dataset, metric_key_prefix="predict", **gen_kwargs)
+        path = trainer.save_predictions(dataset, results, generating_args.skip_special_tokens)
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        scores = similarity_scores([r["predict"] for r in rows], [r["label"] for r in rows])
+        results.metrics.update(scores)
+        trainer.log_metrics("predict", results.metrics)
+        trainer.save_metrics("predict", results.metrics)
+        logger.info("Predictions saved at %s.", path)
