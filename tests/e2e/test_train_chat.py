@@ -124,3 +124,14 @@ def test_eval_accuracy_then_predict_with_generate(tmp_path, tiny_model_dir, iden
     with open(os.path.join(pred, "predict_results.json")) as f:
         scores = json.load(f)
     assert 0 < scores["predict_bleu-4"] <= 100 and 0 < scores["predict_rouge-l"] <= 100
+
+
+def test_dry_run_reports_and_writes_nothing(tmp_path, tiny_model_dir, identity_dir):
+    out = tmp_path / "never"
+    proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--dataset_dir", identity_dir,
+                   "--output_dir", str(out), "--dry-run", *COMMON)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dataset identity: 4 rows loaded, 0 dropped" in proc.stdout
+    assert "trainable" in proc.stdout and "Estimated memory per device" in proc.stdout
+    assert "Each optimizer step: 4 examples" in proc.stdout and "Dry run complete" in proc.stdout
+    assert not out.exists()

@@ -317,8 +317,10 @@ def _cpu_has_fast_bf16() -> bool:
     return bool((probe and probe()) or (amx and amx()))
 
 
-def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, FinetuningArguments,
-                                              GeneratingArguments]:
+TrainArgs = tuple[ModelArguments, DataArguments, Any, FinetuningArguments, GeneratingArguments]
+
+
+def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
     """Arguments of `lmf train`: model, data, training (transformers), finetuning and generating."""
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -347,7 +349,8 @@ def get_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any,
     if "output_dir" not in values:
         raise ConfigError("missing required key `output_dir` (where checkpoints, logs and the model are saved)")
     check_train_args(model_args, data_args, training_args, finetuning_args)
-    _protect_output_dir(training_args, get_last_checkpoint)
+    if not dry_run:  # a dry run writes nothing, so the output folder may hold anything
+        _protect_output_dir(training_args, get_last_checkpoint)
     return model_args, data_args, training_args, finetuning_args, generating_args
 
 

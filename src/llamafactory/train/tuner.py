@@ -9,9 +9,14 @@ from ..hparams.parser import get_train_args
 logger = get_logger(__name__)
 
 
-def run_exp(argv: list[str], callbacks: list[Any] | None = None) -> None:
+def run_exp(argv: list[str], callbacks: list[Any] | None = None, dry_run: bool = False) -> None:
     check_dependencies()
-    model_args, data_args, training_args, finetuning_args, generating_args = get_train_args(argv)
+    model_args, data_args, training_args, finetuning_args, generating_args = get_train_args(argv, dry_run=dry_run)
+    if dry_run:
+        from .dry_run import dry_run as check
+
+        check(model_args, data_args, training_args, finetuning_args)
+        return
 
     from .callbacks import LogCallback
 
