@@ -18,8 +18,11 @@ def run_exp(argv: list[str], callbacks: list[Any] | None = None, dry_run: bool =
         check(model_args, data_args, training_args, finetuning_args)
         return
 
+    from transformers import set_seed
+
     from .callbacks import LogCallback
 
+    set_seed(training_args.seed)  # before the model exists: adapter weights are initialised at load time
     callbacks = [LogCallback(), *(callbacks or [])]
     if finetuning_args.stage == "sft":
         from .sft.workflow import run_sft as run
