@@ -1,6 +1,6 @@
 """Which model to load and how: path, adapters, tokenizer, attention, dtype, quantization, export, engines."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .fields import arg
 
@@ -13,27 +13,26 @@ class ModelArguments:
     adapter_folder: str | None = arg(None, "Folder holding extra adapter weights.", planned=True)
     cache_dir: str | None = arg(None, "Where downloaded models and datasets are cached.")
     use_fast_tokenizer: bool = arg(True, "Use the fast (Rust) tokenizer.")
-    resize_vocab: bool = arg(False, "Resize the embeddings to the tokenizer's vocabulary.", planned=True)
+    resize_vocab: bool = arg(False, "Resize the embeddings to the tokenizer's vocabulary.")
     split_special_tokens: bool = arg(False, "Split special tokens in text during tokenization.")
-    add_tokens: str | None = arg(None, "Comma-separated non-special tokens to add.", planned=True)
-    add_special_tokens: str | None = arg(None, "Comma-separated special tokens to add.", planned=True)
+    add_tokens: str | None = arg(None, "Comma-separated non-special tokens to add.")
+    add_special_tokens: str | None = arg(None, "Comma-separated special tokens to add.")
     model_revision: str = arg("main", "Model version (branch, tag or commit) on the hub.")
     low_cpu_mem_usage: bool = arg(True, "Load weights without a second full copy in memory.")
     rope_scaling: str | None = arg(
-        None, "RoPE scaling: linear, dynamic, yarn or llama3.", choices=("linear", "dynamic", "yarn", "llama3"),
-        planned=True)
+        None, "RoPE scaling: linear, dynamic, yarn or llama3.", choices=("linear", "dynamic", "yarn", "llama3"))
     flash_attn: str = arg("auto", "Attention kernel.", choices=("auto", "disabled", "sdpa", "fa2"))
     shift_attn: bool = arg(False, "Shift short attention (S^2-Attn).", planned=True)
     mixture_of_depths: str | None = arg(None, "Convert or load a mixture-of-depths model.", planned=True)
     use_unsloth: bool = arg(False, "Use unsloth's optimized LoRA kernels.", planned=True)
     use_unsloth_gc: bool = arg(False, "Use unsloth's gradient checkpointing.", planned=True)
-    enable_liger_kernel: bool = arg(False, "Use liger kernels.", planned=True)
-    moe_aux_loss_coef: float | None = arg(None, "Coefficient of the MoE router auxiliary loss.", planned=True)
+    enable_liger_kernel: bool = arg(False, "Use liger kernels.")
+    moe_aux_loss_coef: float | None = arg(None, "Coefficient of the MoE router auxiliary loss.")
     disable_gradient_checkpointing: bool = arg(False, "Turn off gradient checkpointing (on by default).")
     use_reentrant_gc: bool = arg(True, "Use reentrant gradient checkpointing.")
-    upcast_layernorm: bool = arg(False, "Keep layer norms in fp32.", planned=True)
-    upcast_lmhead_output: bool = arg(False, "Compute the LM head output in fp32.", planned=True)
-    train_from_scratch: bool = arg(False, "Initialize weights randomly instead of loading them.", planned=True)
+    upcast_layernorm: bool = arg(False, "Keep layer norms in fp32.")
+    upcast_lmhead_output: bool = arg(False, "Compute the LM head output in fp32.")
+    train_from_scratch: bool = arg(False, "Initialize weights randomly instead of loading them.")
     infer_backend: str = arg("huggingface", "Inference engine.", choices=("huggingface", "vllm", "sglang"))
     offload_folder: str = arg("offload", "Folder for offloaded weights.", planned=True)
     use_cache: bool = arg(True, "Use the KV cache in generation.")
@@ -83,3 +82,5 @@ class ModelArguments:
     video_maxlen: int = arg(128, "Most frames sampled from a video.", planned=True)
     use_audio_in_video: bool = arg(False, "Use a video's audio track.", planned=True)
     audio_sampling_rate: int = arg(16000, "Audio sampling rate.", planned=True)
+    # Set by the parser, not by users: the longest sequence a run feeds the model (cutoff_len).
+    model_max_length: int | None = field(default=None, init=False)

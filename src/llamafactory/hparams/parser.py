@@ -14,7 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from ..extras.errors import ConfigError, NotBuiltError
+from ..extras.errors import ConfigError, NotBuiltError, UserError
 from ..extras.logging import get_logger
 from .data_args import DataArguments
 from .finetuning_args import FinetuningArguments
@@ -349,9 +349,25 @@ def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
     if "output_dir" not in values:
         raise ConfigError("missing required key `output_dir` (where checkpoints, logs and the model are saved)")
     check_train_args(model_args, data_args, training_args, finetuning_args)
+    model_args.model_max_length = data_args.cutoff_len
+    if model_args.enable_liger_kernel:
+        _enable_liger(training_args)
     if not dry_run:  # a dry run writes nothing, so the output folder may hold anything
         _protect_output_dir(training_args, get_last_checkpoint)
     return model_args, data_args, training_args, finetuning_args, generating_args
+
+
+def _enable_liger(training_args: Any) -> None:
+    """Liger kernels through transformers' own switch, with the two reasons they can't run said plainly."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise UserError("`enable_liger_kernel` needs the liger-kernel package: `pip install liger-kernel`")
+    if not torch.cuda.is_available():
+        raise UserError("`enable_liger_kernel`: liger's Triton kernels need a GPU; remove it on this machine")
+    training_args.use_liger_kernel = True
 
 
 def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any) -> None:

@@ -6,7 +6,7 @@ from ..extras.errors import UserError
 from ..extras.logging import get_logger
 from .adapter import init_adapter
 from .model_utils.hub import ModelSource, resolve_model
-from .patcher import attn_implementation, patch_model, print_param_status
+from .patcher import add_tokens, attn_implementation, patch_config, patch_model, print_param_status, resize_embeddings
 
 logger = get_logger(__name__)
 
@@ -34,6 +34,7 @@ def load_tokenizer(model_args: Any, source: ModelSource | None = None) -> Any:
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load a tokenizer from `{model_args.model_name_or_path}`: "
                         f"{' '.join(str(err).split())[:300]}") from err
+    add_tokens(tokenizer, model_args)
     return tokenizer
 
 
@@ -57,7 +58,7 @@ def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: A
 
 def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainable: bool, dtype: Any,
                source: ModelSource | None = None) -> Any:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     source = source or resolve_model(model_args)
     kwargs = _init_kwargs(model_args, source)
@@ -65,11 +66,20 @@ def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainab
     if attn:
         kwargs["attn_implementation"] = attn
     try:
-        model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype,
-                                                     low_cpu_mem_usage=model_args.low_cpu_mem_usage, **kwargs)
+        config = AutoConfig.from_pretrained(source.path, **_init_kwargs(model_args, source))
+        patch_config(config, model_args, is_trainable)
+        if model_args.train_from_scratch:
+            extra = {"attn_implementation": attn} if attn else {}
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                     trust_remote_code=model_args.trust_remote_code, **extra)
+            logger.info("train_from_scratch: weights initialised randomly (the checkpoint's are not loaded).")
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source.path, config=config, dtype=dtype,
+                                                         low_cpu_mem_usage=model_args.low_cpu_mem_usage, **kwargs)
     except (OSError, ValueError, ImportError) as err:
         raise UserError(f"cannot load model `{model_args.model_name_or_path}`: "
                         f"{' '.join(str(err).split())[:300]}") from err
+    resize_embeddings(model, tokenizer, model_args)
     if source.gguf_file:
         # GGUF weights arrive dequantized; without this the model would be refused for training and saving.
         model.hf_quantizer = None
