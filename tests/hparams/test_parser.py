@@ -98,9 +98,9 @@ def test_legacy_transformers4_keys_are_mapped(tmp_path):
 
 
 def test_planned_key_refused_only_when_changed(tmp_path):
-    train_args(tmp_path, "use_galore: false\n")  # default value: accepted
-    with pytest.raises(NotBuiltError, match="`use_galore` is not supported yet"):
-        train_args(tmp_path, "use_galore: true\n")
+    train_args(tmp_path, "shift_attn: false\n")  # default value: accepted
+    with pytest.raises(NotBuiltError, match="`shift_attn` is not supported yet"):
+        train_args(tmp_path, "shift_attn: true\n")
 
 
 def test_stage_not_built_and_bad_choice(tmp_path):
@@ -181,3 +181,23 @@ def test_fp16_on_cpu_falls_back_to_fp32(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="llamafactory"):
         _, _, training, _, _ = train_args(tmp_path, "fp16: true\n")
     assert training.fp16 is False and training.bf16 is False and "training in fp32" in caplog.text
+
+
+def test_optimizer_choices_are_checked(tmp_path, monkeypatch):
+    import importlib.util
+
+    from llamafactory.extras.errors import UserError
+
+    with pytest.raises(ConfigError, match="choose one optimizer"):
+        train_args(tmp_path, "finetuning_type: full\nuse_galore: true\nuse_muon: true\n")
+    with pytest.raises(ConfigError, match="`use_galore` trains all weights itself"):
+        train_args(tmp_path, "use_galore: true\n")
+    _, _, training, _, _ = train_args(tmp_path, "finetuning_type: full\nuse_galore: true\ngalore_rank: 4\n")
+    assert training.optim == "galore_adamw" and training.optim_target_modules == "all-linear"
+    assert "rank=4" in training.optim_args
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "badam" else real(name, *a))
+    with pytest.raises(UserError, match="`use_badam` needs the badam package: `pip install badam`"):
+        train_args(tmp_path, "finetuning_type: full\nuse_badam: true\n")
+    with pytest.raises(ConfigError, match="quantized base model can only be trained through adapters"):
+        train_args(tmp_path, "finetuning_type: full\nquantization_bit: 4\n")

@@ -79,3 +79,13 @@ def test_liger_without_its_package_says_what_to_install(tmp_path):
                    "enable_liger_kernel: true\n")
     with pytest.raises(UserError, match="liger"):
         get_train_args([str(cfg)])
+
+
+def test_lora_with_new_tokens_trains_the_embeddings(tiny_model_dir):
+    import torch
+
+    model_args = ModelArguments(model_name_or_path=tiny_model_dir, add_special_tokens="<tool>")
+    tokenizer = load_tokenizer(model_args)
+    model = load_model(tokenizer, model_args, FinetuningArguments(finetuning_type="lora"), True, torch.float32)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("embed_tokens" in n for n in trainable) and any("lm_head" in n for n in trainable)

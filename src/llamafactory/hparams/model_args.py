@@ -44,11 +44,10 @@ class ModelArguments:
     print_param_status: bool = arg(False, "Print each parameter's dtype, device and trainability.")
     trust_remote_code: bool = arg(False, "Allow model code from the hub to run.")
     # quantization
-    quantization_method: str = arg("bnb", "Quantization backend.", choices=("bnb", "bitsandbytes", "hqq", "eetq"),
-                               planned=True)
-    quantization_bit: int | None = arg(None, "Quantize the base model on the fly to 4 or 8 bits.", planned=True)
-    quantization_type: str = arg("nf4", "4-bit data type.", choices=("fp4", "nf4"), planned=True)
-    double_quantization: bool = arg(True, "Double quantization in 4-bit.", planned=True)
+    quantization_method: str = arg("bnb", "Quantization backend.", choices=("bnb", "bitsandbytes", "hqq", "eetq"))
+    quantization_bit: int | None = arg(None, "Quantize the base model on the fly to 4 or 8 bits.")
+    quantization_type: str = arg("nf4", "4-bit data type.", choices=("fp4", "nf4"))
+    double_quantization: bool = arg(True, "Double quantization in 4-bit.")
     quantization_device_map: str | None = arg(None, "Device map for quantized models.", planned=True)
     # export
     export_dir: str | None = arg(None, "Where `lmf export` writes the model.", planned=True)

@@ -350,11 +350,50 @@ def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
         raise ConfigError("missing required key `output_dir` (where checkpoints, logs and the model are saved)")
     check_train_args(model_args, data_args, training_args, finetuning_args)
     model_args.model_max_length = data_args.cutoff_len
+    _check_optimizers(training_args, finetuning_args)
     if model_args.enable_liger_kernel:
         _enable_liger(training_args)
     if not dry_run:  # a dry run writes nothing, so the output folder may hold anything
         _protect_output_dir(training_args, get_last_checkpoint)
     return model_args, data_args, training_args, finetuning_args, generating_args
+
+
+OPTIMIZER_PACKAGES = {"use_galore": "galore_torch", "use_apollo": "apollo_torch", "use_badam": "badam",
+                      "use_adam_mini": "adam_mini", "use_muon": None}
+
+
+def _check_optimizers(training_args: Any, finetuning_args: Any) -> None:
+    """GaLore / APOLLO go through transformers' own `optim`; the others are built by the trainer."""
+    import importlib.util
+
+    chosen = [key for key in OPTIMIZER_PACKAGES if getattr(finetuning_args, key)]
+    if not chosen:
+        return
+    if len(chosen) > 1:
+        raise ConfigError(f"choose one optimizer, not {' and '.join(f'`{k}`' for k in chosen)}")
+    key = chosen[0]
+    package = OPTIMIZER_PACKAGES[key]
+    if package and importlib.util.find_spec(package) is None:
+        raise UserError(f"`{key}` needs the {package.replace('_', '-')} package: "
+                        f"`pip install {package.replace('_', '-')}`")
+    if key in ("use_galore", "use_apollo", "use_badam") and finetuning_args.finetuning_type != "full":
+        raise ConfigError(f"`{key}` trains all weights itself: use it with `finetuning_type: full`")
+    f = finetuning_args
+    if key == "use_galore":
+        training_args.optim = "galore_adamw_layerwise" if f.galore_layerwise else "galore_adamw"
+        target = f.galore_target
+        training_args.optim_args = (f"rank={f.galore_rank},update_proj_gap={f.galore_update_interval},"
+                                    f"scale={f.galore_scale},proj_type={f.galore_proj_type}")
+    elif key == "use_apollo":
+        training_args.optim = "apollo_adamw_layerwise" if f.apollo_layerwise else "apollo_adamw"
+        target = f.apollo_target
+        training_args.optim_args = (f"rank={f.apollo_rank},update_proj_gap={f.apollo_update_interval},"
+                                    f"scale={f.apollo_scale},proj={f.apollo_proj},proj_type={f.apollo_proj_type},"
+                                    f"scale_type={f.apollo_scale_type}")
+    else:
+        return
+    targets = [t.strip() for t in target.split(",") if t.strip()]
+    training_args.optim_target_modules = "all-linear" if targets == ["all"] else targets
 
 
 def _enable_liger(training_args: Any) -> None:
@@ -404,6 +443,9 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
         raise ConfigError("`streaming: true` needs `max_steps`: a stream has no known length to count epochs by")
     if data_args.cutoff_len <= 0:
         raise ConfigError(f"`cutoff_len` must be positive, got {data_args.cutoff_len}")
+    if model_args.quantization_bit is not None and finetuning_args.finetuning_type not in ("lora", "oft"):
+        raise ConfigError("a quantized base model can only be trained through adapters: use `finetuning_type: lora` "
+                          "(QLoRA) or `oft`")
     if finetuning_args.loraplus_lr_ratio is not None and finetuning_args.finetuning_type != "lora":
         raise ConfigError("`loraplus_lr_ratio` only works with `finetuning_type: lora`")
 

@@ -70,9 +70,19 @@ def _setup_freeze(model: Any, finetuning_args: Any) -> None:
     logger.info("Freeze tuning: training layers %s (modules: %s).", sorted(layer_ids), ", ".join(modules))
 
 
-def _peft_config(model: Any, finetuning_args: Any) -> Any:
+def _embedding_modules(model: Any) -> list[str]:
+    """Names of the input and output embedding modules, trained in full when the vocabulary grew."""
+    wanted = {id(model.get_input_embeddings()), id(model.get_output_embeddings())}
+    return sorted({name.split(".")[-1] for name, module in model.named_modules() if id(module) in wanted})
+
+
+def _peft_config(model: Any, finetuning_args: Any, new_vocab: bool = False) -> Any:
     """The peft config of a new adapter: LoRA (with DoRA, rsLoRA, PiSSA) or OFT."""
     from peft import LoraConfig, OFTConfig, TaskType
+
+    modules_to_save = _split(finetuning_args.additional_target)
+    if new_vocab:  # new rows of the embeddings must learn, so the embeddings train in full
+        modules_to_save += [m for m in _embedding_modules(model) if m not in modules_to_save]
 
     if finetuning_args.finetuning_type == "oft":
         targets = _split(finetuning_args.oft_target)
@@ -82,7 +92,7 @@ def _peft_config(model: Any, finetuning_args: Any) -> Any:
             oft_block_size=finetuning_args.oft_block_size if not finetuning_args.oft_rank else 0,
             module_dropout=finetuning_args.module_dropout,
             target_modules=find_all_linear_modules(model) if targets == ["all"] else targets,
-            modules_to_save=_split(finetuning_args.additional_target) or None,
+            modules_to_save=modules_to_save or None,
         )
     targets = _split(finetuning_args.lora_target)
     init: Any = True
@@ -97,7 +107,7 @@ def _peft_config(model: Any, finetuning_args: Any) -> Any:
         use_rslora=finetuning_args.use_rslora,
         use_dora=finetuning_args.use_dora,
         init_lora_weights=init,
-        modules_to_save=_split(finetuning_args.additional_target) or None,
+        modules_to_save=modules_to_save or None,
     )
 
 
@@ -122,8 +132,14 @@ def _setup_peft(model: Any, model_args: Any, finetuning_args: Any, is_trainable:
         if resume:
             model = PeftModel.from_pretrained(model, resume, is_trainable=True)
             logger.info("Resumed adapter %s.", resume)
+    if is_trainable and getattr(model, "is_quantized", False):
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # the patcher owns that
     if is_trainable and resume is None:
-        config = _peft_config(model, finetuning_args)
+        new_vocab = bool(getattr(model_args, "resize_vocab", False) or getattr(model_args, "add_tokens", None)
+                         or getattr(model_args, "add_special_tokens", None))
+        config = _peft_config(model, finetuning_args, new_vocab)
         try:
             model = get_peft_model(model, config)
         except ValueError as err:

@@ -6,6 +6,7 @@ from ..extras.errors import UserError
 from ..extras.logging import get_logger
 from .adapter import init_adapter
 from .model_utils.hub import ModelSource, resolve_model
+from .model_utils.quantization import quantization_kwargs
 from .patcher import add_tokens, attn_implementation, patch_config, patch_model, print_param_status, resize_embeddings
 
 logger = get_logger(__name__)
@@ -74,6 +75,7 @@ def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainab
                                                      trust_remote_code=model_args.trust_remote_code, **extra)
             logger.info("train_from_scratch: weights initialised randomly (the checkpoint's are not loaded).")
         else:
+            kwargs.update(quantization_kwargs(model_args, dtype))
             model = AutoModelForCausalLM.from_pretrained(source.path, config=config, dtype=dtype,
                                                          low_cpu_mem_usage=model_args.low_cpu_mem_usage, **kwargs)
     except (OSError, ValueError, ImportError) as err:

@@ -67,3 +67,98 @@ def create_loraplus_optimizer(model: Any, training_args: Any, finetuning_args: A
     param_groups = [{"params": params, "lr": rate, "weight_decay": decay} for (rate, decay), params in groups.items()]
     logger.info("LoRA+ optimizer: lora_B learning rate x%s.", finetuning_args.loraplus_lr_ratio)
     return optim_cls(param_groups, **{k: v for k, v in optim_kwargs.items() if k not in ("lr", "weight_decay")})
+
+
+def create_custom_optimizer(model: Any, training_args: Any, finetuning_args: Any) -> Any:
+    """The optimizers transformers' `optim` does not offer (None leaves the choice to transformers)."""
+    if finetuning_args.loraplus_lr_ratio is not None:
+        return create_loraplus_optimizer(model, training_args, finetuning_args)
+    if finetuning_args.use_adam_mini:
+        return _adam_mini(model, training_args)
+    if finetuning_args.use_muon:
+        return _muon(model, training_args)
+    if finetuning_args.use_badam:
+        return _badam(model, training_args, finetuning_args)
+    return None
+
+
+def _adam_kwargs(training_args: Any) -> dict[str, Any]:
+    return {"lr": training_args.learning_rate, "betas": (training_args.adam_beta1, training_args.adam_beta2),
+            "eps": training_args.adam_epsilon, "weight_decay": training_args.weight_decay}
+
+
+def _adam_mini(model: Any, training_args: Any) -> Any:
+    from adam_mini import Adam_mini
+
+    config = model.config
+    logger.info("Using the Adam-mini optimizer.")
+    return Adam_mini(named_parameters=model.named_parameters(), **_adam_kwargs(training_args),
+                     model_sharding=False, dim=config.hidden_size, n_heads=config.num_attention_heads,
+                     n_kv_heads=getattr(config, "num_key_value_heads", None), verbose=False)
+
+
+def _badam(model: Any, training_args: Any, finetuning_args: Any) -> Any:
+    import torch
+    from badam import BlockOptimizer
+
+    base = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **_adam_kwargs(training_args))
+    logger.info("Using BAdam: one block of layers trained at a time, switched every %d steps.",
+                finetuning_args.badam_switch_interval)
+    return BlockOptimizer(base_optimizer=base, named_parameters_list=list(model.named_parameters()),
+                          switch_block_every=finetuning_args.badam_switch_interval,
+                          start_block=finetuning_args.badam_start_block,
+                          switch_mode=finetuning_args.badam_switch_mode, verbose=finetuning_args.badam_verbose)
+
+
+def _combined(optimizers: list[Any]) -> Any:
+    """Two optimizers stepped as one, so the scheduler, the trainer and checkpoints see a single optimizer."""
+    from collections import ChainMap, OrderedDict
+
+    import torch
+
+    class Combined(torch.optim.Optimizer):
+        def __init__(self) -> None:  # deliberately not Optimizer.__init__: the groups already exist
+            self.optimizers = optimizers
+            self.defaults = optimizers[0].defaults
+            self.param_groups = [g for o in optimizers for g in o.param_groups]
+            for hooks in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
+                          "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
+                          "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"):
+                setattr(self, hooks, OrderedDict())
+
+        @property
+        def state(self) -> Any:  # read-only view: each optimizer keeps its own state
+            return ChainMap(*(o.state for o in self.optimizers))
+
+        def step(self, closure: Any = None) -> Any:
+            for optimizer in self.optimizers:
+                optimizer.step()
+
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            for optimizer in self.optimizers:
+                optimizer.zero_grad(set_to_none=set_to_none)
+
+        def state_dict(self) -> dict[str, Any]:
+            return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            for optimizer, state in zip(self.optimizers, state_dict["optimizers"]):
+                optimizer.load_state_dict(state)
+
+    return Combined()
+
+
+def _muon(model: Any, training_args: Any) -> Any:
+    """Muon (torch.optim.Muon) for the 2-D weights of the hidden layers; AdamW for embeddings, head and norms."""
+    import torch
+
+    embeddings = {id(p) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+                  for p in m.parameters()}
+    matrices = [p for p in model.parameters() if p.requires_grad and p.ndim == 2 and id(p) not in embeddings]
+    others = [p for p in model.parameters() if p.requires_grad and (p.ndim != 2 or id(p) in embeddings)]
+    kwargs = _adam_kwargs(training_args)
+    optimizers = [torch.optim.Muon(matrices, lr=kwargs["lr"], weight_decay=kwargs["weight_decay"])]
+    if others:
+        optimizers.append(torch.optim.AdamW(others, **kwargs))
+    logger.info("Using Muon for %d weight matrices and AdamW for %d other tensors.", len(matrices), len(others))
+    return _combined(optimizers)

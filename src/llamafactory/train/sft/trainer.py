@@ -41,10 +41,10 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
         }
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
-        if self.optimizer is None and self.finetuning_args.loraplus_lr_ratio is not None:
-            from ..trainer_utils import create_loraplus_optimizer
+        if self.optimizer is None:
+            from ..trainer_utils import create_custom_optimizer
 
-            self.optimizer = create_loraplus_optimizer(self.model, self.args, self.finetuning_args)
+            self.optimizer = create_custom_optimizer(self.model, self.args, self.finetuning_args)
         return super().create_optimizer(*args, **kwargs)
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
