@@ -20,7 +20,7 @@ def ft_args(**kwargs):
                     use_rslora=False, use_dora=False, additional_target=None, create_new_adapter=False,
                     freeze_trainable_layers=2, freeze_trainable_modules="all", freeze_extra_modules=None,
                     pissa_init=False, pissa_iter=16, oft_rank=0, oft_block_size=16, oft_target="all",
-                    module_dropout=0.0)
+                    module_dropout=0.0, use_llama_pro=False)
     defaults.update(kwargs)
     ns = SimpleNamespace(**defaults)
     ns.lora_alpha_or_default = lambda: ns.lora_alpha or ns.lora_rank * 2

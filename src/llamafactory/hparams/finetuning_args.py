@@ -13,7 +13,7 @@ class FinetuningArguments:
     stage: str = arg("sft", "Training stage.", choices=STAGES)
     finetuning_type: str = arg("lora", "Fine-tuning method.", choices=FINETUNING_TYPES)
     pure_bf16: bool = arg(False, "Train in pure bf16 (trainable weights not upcast to fp32).")
-    use_llama_pro: bool = arg(False, "Train only the expanded blocks (LLaMA Pro).", planned=True)
+    use_llama_pro: bool = arg(False, "Freeze tuning of LLaMA Pro blocks (see scripts/llama_pro.py).")
     use_adam_mini: bool = arg(False, "Use the Adam-mini optimizer.")
     use_muon: bool = arg(False, "Use the Muon optimizer.")
     freeze_vision_tower: bool = arg(True, "Keep the vision tower frozen.", planned=True)
@@ -42,7 +42,8 @@ class FinetuningArguments:
     use_dora: bool = arg(False, "Weight-decomposed LoRA (DoRA).")
     pissa_init: bool = arg(False, "Initialize LoRA with PiSSA.")
     pissa_iter: int = arg(16, "Fast SVD iterations for PiSSA.")
-    pissa_convert: bool = arg(False, "Convert a PiSSA adapter to plain LoRA when saving.", planned=True)
+    pissa_convert: bool = arg(False, "Also save the PiSSA adapter as plain LoRA for the original base "
+                               "(in output_dir/pissa_converted).")
     create_new_adapter: bool = arg(False, "Start a new adapter on top of the loaded ones.")
     # oft
     oft_rank: int = arg(0, "OFT rank (0 when oft_block_size is set).")

@@ -446,6 +446,10 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
     if model_args.quantization_bit is not None and finetuning_args.finetuning_type not in ("lora", "oft"):
         raise ConfigError("a quantized base model can only be trained through adapters: use `finetuning_type: lora` "
                           "(QLoRA) or `oft`")
+    if finetuning_args.use_llama_pro and finetuning_args.finetuning_type != "freeze":
+        raise ConfigError("`use_llama_pro` trains the expanded blocks through `finetuning_type: freeze`")
+    if finetuning_args.pissa_convert and not finetuning_args.pissa_init:
+        raise ConfigError("`pissa_convert` converts a PiSSA adapter: set `pissa_init: true` as well")
     if finetuning_args.loraplus_lr_ratio is not None and finetuning_args.finetuning_type != "lora":
         raise ConfigError("`loraplus_lr_ratio` only works with `finetuning_type: lora`")
 

@@ -48,7 +48,15 @@ def _setup_freeze(model: Any, finetuning_args: Any) -> None:
     n = finetuning_args.freeze_trainable_layers
     if n == 0 or abs(n) > num_layers:
         raise ConfigError(f"`freeze_trainable_layers` must be between -{num_layers} and {num_layers}, not 0; got {n}")
-    layer_ids = set(range(num_layers - n, num_layers)) if n > 0 else set(range(-n))
+    if finetuning_args.use_llama_pro:
+        # The expanded blocks sit at the end of each group of num_layers / n layers (scripts/llama_pro.py).
+        if n <= 0 or num_layers % n:
+            raise ConfigError(f"`use_llama_pro` needs `freeze_trainable_layers` = the number of expanded blocks, "
+                              f"dividing the {num_layers} layers evenly; got {n}")
+        stride = num_layers // n
+        layer_ids = set(range(stride - 1, num_layers, stride))
+    else:
+        layer_ids = set(range(num_layers - n, num_layers)) if n > 0 else set(range(-n))
     modules = _split(finetuning_args.freeze_trainable_modules)
     extra = _split(finetuning_args.freeze_extra_modules)
     layer_pattern = re.compile(r"\.(\d+)\.")

@@ -53,3 +53,27 @@ class LogCallback(TrainerCallback):
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, TRAINER_LOG), "a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
+
+
+class PissaConvertCallback(TrainerCallback):
+    """pissa_convert: save the PiSSA adapter as a plain LoRA adapter that applies to the original base model.
+
+    PiSSA moves the principal components of each weight into the adapter and leaves the residual in the base,
+    so the trained adapter only fits that modified base. Saving the initial adapter first lets peft rewrite
+    the final one (at twice the rank) as a difference that applies to the untouched base model.
+    """
+
+    INIT, CONVERTED = "pissa_init", "pissa_converted"
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero and model is not None and not args.resume_from_checkpoint:
+            model.save_pretrained(os.path.join(args.output_dir, self.INIT))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or model is None:
+            return
+        init = os.path.join(args.output_dir, self.INIT)
+        if not os.path.isdir(init):
+            return
+        model.save_pretrained(os.path.join(args.output_dir, self.CONVERTED),
+                              path_initial_model_for_weight_conversion=init)

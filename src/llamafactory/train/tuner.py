@@ -24,6 +24,10 @@ def run_exp(argv: list[str], callbacks: list[Any] | None = None, dry_run: bool =
 
     set_seed(training_args.seed)  # before the model exists: adapter weights are initialised at load time
     callbacks = [LogCallback(), *(callbacks or [])]
+    if finetuning_args.pissa_convert:
+        from .callbacks import PissaConvertCallback
+
+        callbacks.append(PissaConvertCallback())
     if finetuning_args.stage == "sft":
         from .sft.workflow import run_sft as run
     elif finetuning_args.stage == "pt":
