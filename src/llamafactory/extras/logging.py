@@ -21,6 +21,10 @@ def _configure() -> None:
     level = getattr(logging, envs.verbosity(), logging.INFO)
     root.setLevel(level if isinstance(level, int) else logging.INFO)
     root.propagate = False
+    # bitsandbytes on CPU tries to download faster kernels from the hub and warns when it cannot; its own
+    # fallback works, and offline machines would see the warning on every run.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+        lambda record: "kernels-community" not in record.getMessage())
     _configured = True
 
 
