@@ -4,7 +4,10 @@ from typing import Any
 
 from transformers import Seq2SeqTrainer
 
+from ...extras.logging import get_logger
 from ..throughput import ThroughputMeter, count_tokens, flops_per_token, matmul_peak
+
+logger = get_logger(__name__)
 
 
 class CustomSeq2SeqTrainer(Seq2SeqTrainer):
@@ -84,6 +87,17 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
                     f.write(json.dumps({"prompt": prompt, "predict": predict, "label": label}, ensure_ascii=False)
                             + "\n")
         return path
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        args = self.args
+        given = args.lr_scheduler_kwargs or {}
+        if args.lr_scheduler_type == "warmup_stable_decay" and "num_decay_steps" not in given:
+            # transformers needs the decay length; like the warmup, a share of the run is a sensible default.
+            decay = max(1, int(0.1 * num_training_steps))
+            args.lr_scheduler_kwargs = {**given, "num_decay_steps": decay}
+            logger.info("warmup_stable_decay: decaying over the last %d steps (set lr_scheduler_kwargs."
+                        "num_decay_steps to change it).", decay)
+        return super().create_scheduler(num_training_steps, optimizer)
 
     def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
         # disable_shuffling: keep the data in file order (curricula, ordered corpora).
