@@ -28,6 +28,10 @@ test: setup
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest tests
 
+# LlamaFactory 0.9.5 vs this project on identical work (installs LlamaFactory into .bench/lf-venv once).
+bench: setup
+	$(BIN)/python benchmarks/compare_llamafactory.py
+
 lint: setup
 	$(BIN)/ruff check src tests scripts benchmarks
 

@@ -89,3 +89,17 @@ def test_lora_with_new_tokens_trains_the_embeddings(tiny_model_dir):
     model = load_model(tokenizer, model_args, FinetuningArguments(finetuning_type="lora"), True, torch.float32)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert any("embed_tokens" in n for n in trainable) and any("lm_head" in n for n in trainable)
+
+
+def test_full_tuning_loads_fp32_weights_and_adapters_keep_a_bf16_base():
+    import torch
+
+    from llamafactory.model.loader import compute_dtype
+
+    bf16 = type("Args", (), {"bf16": True, "fp16": False})()
+    model_args = ModelArguments(model_name_or_path="m")
+    # Full tuning trains every weight in fp32: loading them in bf16 first would round them all.
+    assert compute_dtype(bf16, FinetuningArguments(finetuning_type="full"), model_args) == torch.float32
+    pure = FinetuningArguments(finetuning_type="full", pure_bf16=True)
+    assert compute_dtype(bf16, pure, model_args) == torch.bfloat16
+    assert compute_dtype(bf16, FinetuningArguments(finetuning_type="lora"), model_args) == torch.bfloat16

@@ -44,7 +44,12 @@ def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: A
     import torch
 
     if training_args is not None:
-        if training_args.bf16 or finetuning_args.pure_bf16:
+        if finetuning_args.pure_bf16:
+            return torch.bfloat16
+        if finetuning_args.finetuning_type == "full":
+            # Every weight trains in fp32; loading in bf16 first would round them all (autocast still runs bf16).
+            return torch.float32
+        if training_args.bf16:
             return torch.bfloat16
         if training_args.fp16:
             return torch.float16
