@@ -201,3 +201,10 @@ def test_optimizer_choices_are_checked(tmp_path, monkeypatch):
         train_args(tmp_path, "finetuning_type: full\nuse_badam: true\n")
     with pytest.raises(ConfigError, match="quantized base model can only be trained through adapters"):
         train_args(tmp_path, "finetuning_type: full\nquantization_bit: 4\n")
+
+
+def test_generation_and_loss_evaluation_are_separate_runs(tmp_path):
+    with pytest.raises(ConfigError, match="run them separately"):
+        train_args(tmp_path, "do_train: false\ndo_eval: true\npredict_with_generate: true\neval_dataset: identity\n")
+    with pytest.raises(ConfigError, match="choose one optimizer"):
+        train_args(tmp_path, "loraplus_lr_ratio: 16\nuse_adam_mini: true\n")

@@ -62,7 +62,7 @@ def test_upcast_norms_and_logits(tiny_model_dir):
 
     model_args = ModelArguments(model_name_or_path=tiny_model_dir, upcast_layernorm=True, upcast_lmhead_output=True)
     tokenizer = load_tokenizer(model_args)
-    model = load_model(tokenizer, model_args, FinetuningArguments(), False, torch.bfloat16)
+    model = load_model(tokenizer, model_args, FinetuningArguments(), True, torch.bfloat16)  # a training setting
     norms = [p for n, p in model.named_parameters() if "norm" in n]
     assert norms and all(p.dtype == torch.float32 for p in norms)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as in bf16 training
@@ -103,3 +103,19 @@ def test_full_tuning_loads_fp32_weights_and_adapters_keep_a_bf16_base():
     pure = FinetuningArguments(finetuning_type="full", pure_bf16=True)
     assert compute_dtype(bf16, pure, model_args) == torch.bfloat16
     assert compute_dtype(bf16, FinetuningArguments(finetuning_type="lora"), model_args) == torch.bfloat16
+
+
+def test_qlora_continues_a_saved_adapter_with_trainable_weights(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llamafactory.model.adapter import init_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    init_adapter(base, ModelArguments(model_name_or_path=tiny_model_dir), FinetuningArguments(lora_rank=4),
+                 True).save_pretrained(tmp_path / "adapter")
+    model_args = ModelArguments(model_name_or_path=tiny_model_dir, quantization_bit=4,
+                                adapter_name_or_path=str(tmp_path / "adapter"))
+    model = load_model(load_tokenizer(model_args), model_args, FinetuningArguments(), True, torch.float32)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)

@@ -56,3 +56,16 @@ def test_method_learns_and_touches_only_its_parameters(tiny_model_dir, tiny_toke
         assert changed and all(".layers.1." in n or n.startswith("lm_head") for n in changed)
     else:
         assert changed == set(before)
+
+
+def test_muon_learning_rate_changes_reach_the_optimizers_after_a_resume(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from llamafactory.train.trainer_utils import _muon
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    optimizer = _muon(model, TrainingArguments(output_dir="unused", use_cpu=True, report_to="none"))
+    optimizer.load_state_dict(optimizer.state_dict())  # what resume_from_checkpoint does
+    for group in optimizer.param_groups:  # what the scheduler does
+        group["lr"] = 0.123
+    assert all(g["lr"] == 0.123 for inner in optimizer.optimizers for g in inner.param_groups)

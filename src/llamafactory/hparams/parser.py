@@ -367,12 +367,20 @@ def _check_optimizers(training_args: Any, finetuning_args: Any) -> None:
     import importlib.util
 
     chosen = [key for key in OPTIMIZER_PACKAGES if getattr(finetuning_args, key)]
+    if finetuning_args.loraplus_lr_ratio is not None:
+        chosen.append("loraplus_lr_ratio")
     if not chosen:
         return
     if len(chosen) > 1:
         raise ConfigError(f"choose one optimizer, not {' and '.join(f'`{k}`' for k in chosen)}")
     key = chosen[0]
-    package = OPTIMIZER_PACKAGES[key]
+    if key == "use_muon":
+        import torch
+
+        if not hasattr(torch.optim, "Muon"):
+            raise UserError(f"`use_muon` needs torch.optim.Muon, which torch {torch.__version__} lacks: "
+                            "upgrade torch (2.9 or newer)")
+    package = OPTIMIZER_PACKAGES.get(key)
     if package and importlib.util.find_spec(package) is None:
         raise UserError(f"`{key}` needs the {package.replace('_', '-')} package: "
                         f"`pip install {package.replace('_', '-')}`")
@@ -428,6 +436,11 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
         raise ConfigError(f"`predict_with_generate` only works with stage sft, not {stage}")
     if training_args.do_predict and stage == "sft" and not training_args.predict_with_generate:
         raise ConfigError("`do_predict` with stage sft generates answers: set `predict_with_generate: true`")
+    if training_args.predict_with_generate and training_args.do_eval:
+        raise ConfigError("`do_eval` computes losses and `predict_with_generate` generates answers: run them "
+                          "separately (do_predict for generation)")
+    if training_args.do_predict and data_args.eval_on_each_dataset:
+        raise ConfigError("`do_predict` writes one predictions file: unset `eval_on_each_dataset` to predict")
     if training_args.predict_with_generate and training_args.do_train:
         raise ConfigError("`predict_with_generate` cannot be combined with `do_train`; predict in a second run "
                           "with `adapter_name_or_path` pointing at the trained adapter")

@@ -127,6 +127,11 @@ def _setup_peft(model: Any, model_args: Any, finetuning_args: Any, is_trainable:
         if not os.path.isfile(os.path.join(path, "adapter_config.json")):
             raise UserError(f"adapter `{path}` not found: `adapter_name_or_path` must name folders that hold "
                             "adapter_config.json (train one first with `lmf train`)")
+    if is_trainable and getattr(model, "is_quantized", False):
+        from peft import prepare_model_for_kbit_training
+
+        # On the bare base, before any adapter exists: it freezes every parameter it sees.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # the patcher owns that
     resume = None
     if adapters:
         # Earlier adapters are merged into the base; the last is trained further unless a new one is wanted.
@@ -140,10 +145,6 @@ def _setup_peft(model: Any, model_args: Any, finetuning_args: Any, is_trainable:
         if resume:
             model = PeftModel.from_pretrained(model, resume, is_trainable=True)
             logger.info("Resumed adapter %s.", resume)
-    if is_trainable and getattr(model, "is_quantized", False):
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # the patcher owns that
     if is_trainable and resume is None:
         new_vocab = bool(getattr(model_args, "resize_vocab", False) or getattr(model_args, "add_tokens", None)
                          or getattr(model_args, "add_special_tokens", None))

@@ -17,7 +17,8 @@ def attn_implementation(model_args: Any) -> str | None:
 
 
 def patch_model(model: Any, tokenizer: Any, model_args: Any, is_trainable: bool) -> None:
-    upcast_for_stability(model, model_args)
+    if is_trainable:  # fp32 norms need training's autocast; inference would meet bf16 weights unconverted
+        upcast_for_stability(model, model_args)
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id
@@ -62,7 +63,11 @@ def _rope_scaling(config: Any, model_args: Any, is_trainable: bool) -> None:
     wanted = getattr(model_args, "model_max_length", None)
     if not current:
         raise ConfigError("`rope_scaling` needs config.max_position_embeddings, which this model lacks")
-    factor = float(math.ceil(wanted / current)) if is_trainable and wanted and wanted > current else 2.0
+    if is_trainable and (not wanted or wanted <= current):
+        logger.warning("rope_scaling: cutoff_len %s fits in the model's %d positions; RoPE is left unscaled.",
+                       wanted, current)
+        return
+    factor = float(math.ceil(wanted / current)) if is_trainable else 2.0
     params = dict(getattr(config, "rope_parameters", None) or {})
     params.update({"rope_type": model_args.rope_scaling, "factor": factor})
     if model_args.rope_scaling in ("dynamic", "yarn", "llama3"):

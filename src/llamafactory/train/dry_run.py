@@ -27,7 +27,7 @@ def _meta_model(model_args: Any, finetuning_args: Any, dtype: Any, source: Any) 
         kwargs["gguf_file"] = source.gguf_file
     config = AutoConfig.from_pretrained(source.path, **kwargs)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
     fresh = copy.copy(model_args)
     fresh.adapter_name_or_path = None  # a resumed adapter has the shape of a new one
     return init_adapter(model, fresh, finetuning_args, is_trainable=True)

@@ -29,10 +29,11 @@ def train_and_save(trainer: Any, training_args: Any, finetuning_args: Any) -> No
 
 def evaluate(trainer: Any) -> dict[str, float]:
     metrics = trainer.evaluate(metric_key_prefix="eval")
-    try:
-        metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
-    except (KeyError, OverflowError):
-        metrics["eval_perplexity"] = float("inf")
+    for key in [k for k in metrics if k.endswith("_loss")]:  # eval_loss, or eval_<dataset>_loss per dataset
+        try:
+            metrics[key[: -len("loss")] + "perplexity"] = math.exp(metrics[key])
+        except OverflowError:
+            metrics[key[: -len("loss")] + "perplexity"] = float("inf")
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
     return metrics
@@ -120,11 +121,14 @@ def _combined(optimizers: list[Any]) -> Any:
         def __init__(self) -> None:  # deliberately not Optimizer.__init__: the groups already exist
             self.optimizers = optimizers
             self.defaults = optimizers[0].defaults
-            self.param_groups = [g for o in optimizers for g in o.param_groups]
             for hooks in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks",
                           "_optimizer_state_dict_pre_hooks", "_optimizer_state_dict_post_hooks",
                           "_optimizer_load_state_dict_pre_hooks", "_optimizer_load_state_dict_post_hooks"):
                 setattr(self, hooks, OrderedDict())
+
+        @property
+        def param_groups(self) -> list[dict[str, Any]]:  # live: load_state_dict replaces the inner groups
+            return [g for o in self.optimizers for g in o.param_groups]
 
         @property
         def state(self) -> Any:  # read-only view: each optimizer keeps its own state

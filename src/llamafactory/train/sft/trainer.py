@@ -62,8 +62,10 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
             generated = generated[:, inputs["input_ids"].size(-1):]
         return loss, generated, labels
 
-    def save_predictions(self, dataset: Any, predict_results: Any, skip_special_tokens: bool = True) -> str:
-        """Write generated_predictions.jsonl: one {"prompt", "predict", "label"} line per example."""
+    def save_predictions(self, dataset: Any, predict_results: Any,
+                         skip_special_tokens: bool = True) -> tuple[str, list[str], list[str]]:
+        """Write generated_predictions.jsonl (one {"prompt", "predict", "label"} line per example, on the main
+        process) and return its path with the decoded predictions and labels, which every process has."""
         import json
         import os
 
@@ -86,7 +88,7 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
                 for prompt, predict, label in zip(prompts, predictions, labels):
                     f.write(json.dumps({"prompt": prompt, "predict": predict, "label": label}, ensure_ascii=False)
                             + "\n")
-        return path
+        return path, predictions, labels
 
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         args = self.args

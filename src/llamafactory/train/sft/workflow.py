@@ -1,6 +1,5 @@
 """Supervised fine-tuning, top to bottom: tokenizer, template, data, model, trainer, train, evaluate, predict."""
 
-import json
 from typing import Any
 
 from ...data.collator import build_collator
@@ -50,10 +49,8 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
                       "pad_token_id": tokenizer.pad_token_id}
         dataset = dataset_module["eval_dataset"]
         results = trainer.predict(dataset, metric_key_prefix="predict", **gen_kwargs)
-        path = trainer.save_predictions(dataset, results, generating_args.skip_special_tokens)
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f]
-        scores = similarity_scores([r["predict"] for r in rows], [r["label"] for r in rows])
+        path, predictions, labels = trainer.save_predictions(dataset, results, generating_args.skip_special_tokens)
+        scores = similarity_scores(predictions, labels)
         results.metrics.update(scores)
         trainer.log_metrics("predict", results.metrics)
         trainer.save_metrics("predict", results.metrics)
