@@ -103,9 +103,11 @@ def test_planned_key_refused_only_when_changed(tmp_path):
         train_args(tmp_path, "shift_attn: true\n")
 
 
-def test_stage_not_built_and_bad_choice(tmp_path):
-    with pytest.raises(NotBuiltError, match="`stage: dpo` is not supported yet; available now: pt, sft"):
-        train_args(tmp_path, "", "stage=dpo")
+def test_choice_not_built_and_bad_choice(tmp_path):
+    with pytest.raises(NotBuiltError, match="`infer_backend: vllm` is not supported yet; available now: huggingface"):
+        train_args(tmp_path, "", "infer_backend=vllm")
+    with pytest.raises(ConfigError, match="`stage` must be one of pt, sft, rm, ppo, dpo, kto, grpo; got 'orpo'"):
+        train_args(tmp_path, "", "stage=orpo")
     with pytest.raises(ConfigError, match="`finetuning_type` must be one of lora, freeze, full, oft; got 'qlora'"):
         train_args(tmp_path, "", "finetuning_type=qlora")
 
@@ -208,3 +210,31 @@ def test_generation_and_loss_evaluation_are_separate_runs(tmp_path):
         train_args(tmp_path, "do_train: false\ndo_eval: true\npredict_with_generate: true\neval_dataset: identity\n")
     with pytest.raises(ConfigError, match="choose one optimizer"):
         train_args(tmp_path, "loraplus_lr_ratio: 16\nuse_adam_mini: true\n")
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["pref_loss=ipo"], "`pref_loss` only applies to stage dpo, not sft"),
+    (["kto_chosen_weight=2"], "`kto_chosen_weight` only applies to stage kto, not sft"),
+    (["reward_model=rm"], "`reward_model` only applies to stage ppo or grpo, not sft"),
+    (["stage=kto", "pref_loss=orpo"], "`pref_loss` only applies to stage dpo, not kto"),
+    (["stage=dpo", "pref_loss=ipo", "dpo_label_smoothing=0.1"], "`dpo_label_smoothing` works with pref_loss sigmoid"),
+    (["stage=dpo", "simpo_gamma=1"], "`simpo_gamma` is the margin of pref_loss simpo; pref_loss is sigmoid"),
+    (["stage=dpo", "pref_loss=simpo", "ld_alpha=0.5"], "`ld_alpha` (LD-DPO) reweights summed"),
+    (["stage=dpo", "pref_loss=orpo", "ref_model=m"], "pref_loss orpo needs no reference model: remove `ref_model`"),
+    (["stage=dpo", "pref_loss=orpo", "pref_ftx=1"], "pref_loss orpo already includes the SFT term"),
+    (["stage=dpo", "pref_beta=0"], "`pref_beta` must be positive"),
+    (["stage=rm", "load_best_model_at_end=true", "eval_strategy=steps", "save_strategy=steps", "val_size=0.1",
+      "do_eval=true"], "`load_best_model_at_end` is not supported with stage rm"),
+    (["stage=dpo", "do_predict=true", "val_size=0.1"], "`do_predict` works with stages sft"),
+])
+def test_stage_specific_keys_refused_elsewhere(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        train_args(tmp_path, "", *overrides)
+
+
+def test_preference_keys_accepted_where_they_belong(tmp_path):
+    *_, finetuning, _ = train_args(tmp_path, "", "stage=dpo", "pref_loss=simpo", "simpo_gamma=1",
+                                   "dpo_label_smoothing=0.1")
+    assert (finetuning.pref_loss, finetuning.simpo_gamma) == ("simpo", 1.0)
+    *_, finetuning, _ = train_args(tmp_path, "", "stage=kto", "kto_rejected_weight=1.5", "pref_ftx=0.1")
+    assert finetuning.kto_rejected_weight == 1.5

@@ -89,3 +89,20 @@ def test_a_gguf_file_path_loads_like_its_converted_folder(converted):
     folder = os.path.join(cache, "models", "HuggingFaceTB--SmolLM2-135M-Instruct")
     from_folder = ChatModel(["--model_name_or_path", folder, *args]).chat(question)[0]
     assert from_file.response_text == from_folder.response_text and from_file.response_length > 0
+
+
+def test_dpo_example_on_the_real_model_separates_chosen_from_rejected(converted, tmp_path):
+    cache, _ = converted
+    out = str(tmp_path / "dpo")
+    proc = run_lmf("train", os.path.join(ROOT, "examples", "train_lora", "smollm2_lora_dpo.yaml"),
+                   f"dataset_dir={os.path.join(ROOT, 'data')}", f"output_dir={out}", "max_steps=8", "logging_steps=2",
+                   "cutoff_len=128", "per_device_train_batch_size=4", "gradient_accumulation_steps=1",
+                   "learning_rate=2e-4", "warmup_ratio=0", "plot_loss=false", "max_samples=32",
+                   env={"LLAMAFACTORY_CACHE": cache}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "trainer_log.jsonl")) as f:
+        entries = [json.loads(line) for line in f]
+    curve = [(e["loss"], e["rewards/margins"]) for e in entries]
+    assert abs(entries[0]["loss"] - 0.6931) < 0.05 and entries[-1]["loss"] < entries[0]["loss"], curve
+    assert entries[-1]["rewards/margins"] > entries[0]["rewards/margins"], curve
+    assert os.path.isfile(os.path.join(out, "adapter_model.safetensors"))

@@ -54,13 +54,20 @@ class DataCollator:
 
         first = features[0]
         if "chosen_input_ids" in first:
-            return self._pad([{k[len("chosen_"):]: v for k, v in f.items() if k.startswith("chosen_")}
-                              for f in features] + [{k[len("rejected_"):]: v for k, v in f.items()
-                                                     if k.startswith("rejected_")} for f in features])
+            batch = self._pad([{k[len("chosen_"):]: v for k, v in f.items() if k.startswith("chosen_")}
+                               for f in features] + [{k[len("rejected_"):]: v for k, v in f.items()
+                                                      if k.startswith("rejected_")} for f in features])
+            if "ref_chosen_logps" in first:  # precomputed reference log-probabilities, in the same row order
+                batch["ref_logps"] = torch.tensor([f["ref_chosen_logps"] for f in features]
+                                                  + [f["ref_rejected_logps"] for f in features])
+            return batch
         batch = self._pad(features)
         if "kl_input_ids" in first:
             batch.update({f"kl_{k}": v for k, v in self._pad(features, "kl_").items()})
             batch["kto_tags"] = torch.tensor([bool(f["kto_tags"]) for f in features])
+            for key in ("ref_logps", "ref_kl_logps"):
+                if key in first:
+                    batch[key] = torch.tensor([f[key] for f in features])
         return batch
 
 

@@ -165,7 +165,7 @@ def _rows(rows: list[int], shown: int = 5) -> str:
 
 
 RANKING_STAGES = ("rm", "dpo")
-UNSUPERVISED_STAGES = ("pt", "ppo", "predict")
+UNSUPERVISED_STAGES = ("pt", "ppo", "grpo", "predict")
 
 
 def _check_stage(attr: DatasetAttr, stage: str) -> None:

@@ -48,7 +48,7 @@ def plot_loss(output_dir: str, keys: tuple[str, ...] = ("loss", "eval_loss")) ->
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
-        name = "training_loss.png" if key == "loss" else f"training_{key}.png"
+        name = "training_loss.png" if key == "loss" else f"training_{key.replace('/', '_')}.png"
         path = os.path.join(output_dir, name)
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)

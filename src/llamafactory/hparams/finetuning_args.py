@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from .fields import arg
 
-STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto")
+STAGES = ("pt", "sft", "rm", "ppo", "dpo", "kto", "grpo")
 FINETUNING_TYPES = ("lora", "freeze", "full", "oft")
 
 
@@ -51,28 +51,42 @@ class FinetuningArguments:
     oft_target: str = arg("all", "Modules OFT is applied to.")
     module_dropout: float = arg(0.0, "OFT module dropout.")
     # preference and RL stages
-    pref_beta: float = arg(0.1, "Beta of the preference loss.", planned=True)
-    pref_ftx: float = arg(0.0, "Weight of the SFT loss in DPO.", planned=True)
+    pref_beta: float = arg(0.1, "Beta of the preference loss.")
+    pref_ftx: float = arg(0.0, "Weight of the SFT loss in DPO.")
     pref_bco_weight: float = arg(0.0, "Weight of the BCO loss in DPO.", planned=True)
     pref_loss: str = arg("sigmoid", "Preference loss.",
-                         choices=("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"), planned=True)
-    dpo_label_smoothing: float = arg(0.0, "Robust DPO label smoothing.", planned=True)
-    kto_chosen_weight: float = arg(1.0, "KTO weight of desirable examples.", planned=True)
-    kto_rejected_weight: float = arg(1.0, "KTO weight of undesirable examples.", planned=True)
-    simpo_gamma: float = arg(0.5, "SimPO target reward margin.", planned=True)
-    ppo_buffer_size: int = arg(1, "Mini-batches per PPO optimisation step.", planned=True)
-    ppo_epochs: int = arg(4, "PPO epochs per step.", planned=True)
-    ppo_score_norm: bool = arg(False, "Normalize PPO scores.", planned=True)
-    ppo_target: float = arg(6.0, "Target KL for adaptive control.", planned=True)
-    ppo_whiten_rewards: bool = arg(False, "Whiten PPO rewards.", planned=True)
-    ref_model: str | None = arg(None, "Reference model path.", planned=True)
-    ref_model_adapters: str | None = arg(None, "Reference model adapters.", planned=True)
-    ref_model_quantization_bit: int | None = arg(None, "Reference model quantization.", planned=True)
-    reward_model: str | None = arg(None, "Reward model path or URL.", planned=True)
-    reward_model_adapters: str | None = arg(None, "Reward model adapters.", planned=True)
-    reward_model_quantization_bit: int | None = arg(None, "Reward model quantization.", planned=True)
-    reward_model_type: str = arg("lora", "Reward model type.", choices=("lora", "full", "api"), planned=True)
-    ld_alpha: float | None = arg(None, "LD-DPO alpha.", planned=True)
+                         choices=("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"))
+    dpo_label_smoothing: float = arg(0.0, "Robust DPO label smoothing.")
+    kto_chosen_weight: float = arg(1.0, "KTO weight of desirable examples.")
+    kto_rejected_weight: float = arg(1.0, "KTO weight of undesirable examples.")
+    simpo_gamma: float = arg(0.5, "SimPO target reward margin.")
+    ppo_buffer_size: int = arg(1, "Mini-batches per PPO optimisation step.")
+    ppo_epochs: int = arg(4, "PPO epochs per step.")
+    ppo_score_norm: bool = arg(False, "Normalize PPO scores.")
+    ppo_target: float = arg(6.0, "Target KL for adaptive control.")
+    ppo_whiten_rewards: bool = arg(False, "Whiten PPO rewards.")
+    ref_model: str | None = arg(None, "Reference model path.")
+    ref_model_adapters: str | None = arg(None, "Reference model adapters.")
+    ref_model_quantization_bit: int | None = arg(None, "Reference model quantization.")
+    reward_model: str | None = arg(None, "Reward model path or URL.")
+    reward_model_adapters: str | None = arg(None, "Reward model adapters.")
+    reward_model_quantization_bit: int | None = arg(None, "Reward model quantization.")
+    reward_model_type: str = arg("lora", "Reward model type.", choices=("lora", "full", "api"))
+    ld_alpha: float | None = arg(None, "LD-DPO: weight of answer tokens beyond the shorter answer's length.")
+    precompute_ref_logps: bool = arg(False, "dpo/kto: compute the reference log-probabilities once, before "
+                                     "training, and cache them on disk (keyed by reference model, adapters and "
+                                     "data), so later runs on the same data skip the reference model.")
+    ref_logps_cache_dir: str | None = arg(None, "Where precomputed reference log-probabilities are cached "
+                                         "(default: ~/.cache/llamafactory/ref_logps).")
+    # grpo (beyond LlamaFactory)
+    reward_funcs: list[str] | None = arg(None, "grpo rule rewards: `exact_match`, `regex:PATTERN`, "
+                                         "`format:PATTERN` (whole answer must match), `length:N` (closer to N "
+                                         "characters is better) or a Python function as `module.path:function`.")
+    reward_weights: list[float] | None = arg(None, "grpo: one weight per reward (reward_funcs, then "
+                                             "reward_model); default 1 each.")
+    num_generations: int = arg(4, "grpo: answers sampled per prompt (the group).")
+    max_completion_length: int = arg(128, "grpo: most new tokens per sampled answer.")
+    grpo_beta: float = arg(0.04, "grpo: weight of the KL penalty towards the reference model (0: no reference).")
     # memory-saving optimizers
     use_galore: bool = arg(False, "Use the GaLore optimizer.")
     galore_layerwise: bool = arg(False, "Layer-wise GaLore updates.")

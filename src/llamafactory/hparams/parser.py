@@ -28,7 +28,7 @@ OVERRIDE = "command line"
 
 # Values of choice keys that work today; the others are declared and refused with a clear message.
 BUILT_CHOICES = {
-    "stage": ("pt", "sft"),
+    "stage": ("pt", "sft", "rm", "dpo", "kto", "ppo", "grpo"),
     "finetuning_type": ("lora", "freeze", "full", "oft"),
     "infer_backend": ("huggingface",),
 }
@@ -465,6 +465,54 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
         raise ConfigError("`pissa_convert` converts a PiSSA adapter: set `pissa_init: true` as well")
     if finetuning_args.loraplus_lr_ratio is not None and finetuning_args.finetuning_type != "lora":
         raise ConfigError("`loraplus_lr_ratio` only works with `finetuning_type: lora`")
+    _check_stage_args(training_args, finetuning_args)
+
+
+def _changed(finetuning_args: Any, *keys: str) -> list[str]:
+    defaults = {f.name: f.default for f in dataclasses.fields(finetuning_args)}
+    return [k for k in keys if getattr(finetuning_args, k) != defaults[k]]
+
+
+def _check_stage_args(training_args: Any, finetuning_args: Any) -> None:
+    """Stage-specific keys only where they mean something, so a typo'd stage never trains silently."""
+    f, stage = finetuning_args, finetuning_args.stage
+    if stage in ("rm", "ppo") and training_args.load_best_model_at_end:
+        raise ConfigError(f"`load_best_model_at_end` is not supported with stage {stage}: its checkpoints hold a "
+                          "value head that the best-model reload would drop")
+    if training_args.do_predict and stage not in ("sft", "rm"):
+        raise ConfigError(f"`do_predict` works with stages sft (generated answers) and rm (scores), not {stage}")
+    owners = {
+        "dpo": ("pref_loss", "dpo_label_smoothing", "simpo_gamma", "ld_alpha"),
+        "dpo or kto": ("pref_ftx", "precompute_ref_logps"),
+        "dpo or kto or ppo": ("ref_model", "ref_model_adapters", "ref_model_quantization_bit"),
+        "kto": ("kto_chosen_weight", "kto_rejected_weight"),
+        "ppo": ("ppo_buffer_size", "ppo_epochs", "ppo_score_norm", "ppo_target", "ppo_whiten_rewards"),
+        "ppo or grpo": ("reward_model", "reward_model_adapters", "reward_model_quantization_bit",
+                        "reward_model_type"),
+        "grpo": ("reward_funcs", "reward_weights", "num_generations", "max_completion_length", "grpo_beta"),
+    }
+    for stages, keys in owners.items():
+        changed = _changed(f, *keys)
+        if changed and stage not in stages.split(" or "):
+            raise ConfigError(f"`{changed[0]}` only applies to stage {stages}, not {stage}: remove it")
+    if stage != "dpo":
+        return
+    loss = f.pref_loss
+    if f.dpo_label_smoothing and loss not in ("sigmoid", "simpo"):
+        raise ConfigError(f"`dpo_label_smoothing` works with pref_loss sigmoid or simpo, not {loss}")
+    if _changed(f, "simpo_gamma") and loss != "simpo":
+        raise ConfigError(f"`simpo_gamma` is the margin of pref_loss simpo; pref_loss is {loss}")
+    if f.ld_alpha is not None and loss not in ("sigmoid", "hinge", "kto_pair"):
+        raise ConfigError(f"`ld_alpha` (LD-DPO) reweights summed log-probabilities: use it with pref_loss sigmoid, "
+                          f"hinge or kto_pair, not {loss}")
+    if loss in ("orpo", "simpo"):
+        extra = _changed(f, "ref_model", "precompute_ref_logps")
+        if extra:
+            raise ConfigError(f"pref_loss {loss} needs no reference model: remove `{extra[0]}`")
+        if loss == "orpo" and f.pref_ftx:
+            raise ConfigError("pref_loss orpo already includes the SFT term: remove `pref_ftx`")
+    if f.pref_beta <= 0:
+        raise ConfigError(f"`pref_beta` must be positive, got {f.pref_beta}")
 
 
 def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, FinetuningArguments]:
@@ -474,7 +522,7 @@ def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, 
     values, origin = read_args(argv)
     values.setdefault("use_cpu", True)  # nothing is trained; this keeps transformers from probing devices
     values.pop("deepspeed", None)
-    every_stage = {**BUILT_CHOICES, "stage": ("pt", "sft", "rm", "dpo", "kto", "ppo")}  # all have processors
+    every_stage = BUILT_CHOICES  # every stage has a processor
     model_args, data_args, training_args, finetuning_args, _ = parse_dataclasses(
         values, origin, [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments],
         built_choices=every_stage)

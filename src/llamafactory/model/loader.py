@@ -1,5 +1,6 @@
 """Load a tokenizer and a model ready for training or inference."""
 
+import os
 from typing import Any
 
 from ..extras.errors import UserError
@@ -63,7 +64,9 @@ def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: A
 
 
 def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainable: bool, dtype: Any,
-               source: ModelSource | None = None) -> Any:
+               source: ModelSource | None = None, add_valuehead: bool = False) -> Any:
+    """The model with its fine-tuning method attached; with `add_valuehead`, wrapped in a ValueHeadModel whose
+    head is read from the last adapter folder (or the model folder) when one was saved there."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     source = source or resolve_model(model_args)
@@ -107,4 +110,24 @@ def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainab
         logger.info("all params: %s", f"{total:,}")
     if model_args.print_param_status:
         print_param_status(model)
+    if add_valuehead:
+        model = _with_value_head(model, model_args, source, is_trainable)
     return model
+
+
+def _with_value_head(model: Any, model_args: Any, source: ModelSource, is_trainable: bool) -> Any:
+    from .model_utils.valuehead import ValueHeadModel
+
+    wrapped = ValueHeadModel(model)
+    adapters = [a.strip() for a in (model_args.adapter_name_or_path or "").split(",") if a.strip()]
+    folders = adapters[-1:] + [source.path] if os.path.isdir(source.path) else adapters[-1:]
+    for folder in folders:
+        if wrapped.load_value_head(folder):
+            logger.info("Value head loaded from %s.", folder)
+            break
+    else:
+        if not is_trainable:
+            where = model_args.adapter_name_or_path or model_args.model_name_or_path
+            raise UserError(f"no value_head.safetensors in `{where}`: a reward model is the output of `stage: rm`")
+    wrapped.v_head.requires_grad_(is_trainable)
+    return wrapped

@@ -30,7 +30,7 @@ class LogCallback(TrainerCallback):
             os.remove(path)  # a fresh run (overwrite_output_dir) starts a fresh log; a resumed one appends
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        if not state.is_world_process_zero or not logs or ("loss" not in logs and "eval_loss" not in logs):
+        if not state.is_world_process_zero or not logs or not ({"loss", "eval_loss", "reward"} & logs.keys()):
             return  # the closing summary (train_runtime, ...) goes to train_results.json instead
         elapsed = time.time() - self.start
         done = max(state.global_step - self.start_step, 0)
@@ -46,9 +46,9 @@ class LogCallback(TrainerCallback):
             "elapsed_time": _clock(elapsed),
             "remaining_time": _clock(remaining),
         }
-        for key in ("grad_norm", "throughput", "total_tokens"):
-            if key in logs:
-                entry[key] = logs[key]
+        for key, value in logs.items():  # stage metrics too: rewards/accuracies, objective/kl, reward ...
+            if key not in entry and key not in ("learning_rate", "epoch") and isinstance(value, (int, float)):
+                entry[key] = value
         entry = {k: v for k, v in entry.items() if v is not None}
         os.makedirs(args.output_dir, exist_ok=True)
         with open(os.path.join(args.output_dir, TRAINER_LOG), "a", encoding="utf-8") as f:

@@ -48,6 +48,16 @@ def memory_estimate(model: Any, tokens_per_device_step: int, checkpointing: bool
 
 def dry_run(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any) -> None:
     stage = finetuning_args.stage
+    if stage == "grpo":  # the batch-size rule and reward specs a real run checks before loading anything
+        from .grpo.rewards import build_rule_rewards
+        from .grpo.workflow import check_grpo_args
+
+        check_grpo_args(training_args, finetuning_args)
+        build_rule_rewards(finetuning_args.reward_funcs)
+    if stage == "ppo":  # the refusals a real run makes before loading anything
+        from .ppo.workflow import check_ppo_args
+
+        check_ppo_args(model_args, data_args, training_args, finetuning_args)
     source = resolve_model(model_args)
     tokenizer = load_tokenizer(model_args, source)
     if stage == "pt" and not data_args.template:
@@ -78,6 +88,11 @@ def dry_run(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     rows = batch * (2 if stage in ("rm", "dpo") else 1)
     checkpointing = not model_args.disable_gradient_checkpointing
     estimate = memory_estimate(model, rows * longest, checkpointing)
+    frozen_copy = (stage in ("dpo", "kto", "ppo") and finetuning_args.finetuning_type in ("full", "freeze")
+                   and not finetuning_args.precompute_ref_logps and not finetuning_args.ref_model
+                   and not (stage == "dpo" and finetuning_args.pref_loss in ("orpo", "simpo")))
+    if frozen_copy:  # train/reference.py keeps a frozen copy of the initial weights as the reference
+        estimate["reference model"] = estimate["weights"]
     print(f"Estimated memory per device (batch {batch} x up to {longest} tokens, gradient checkpointing "
           f"{'on' if checkpointing else 'off'}):")
     for name, size in estimate.items():

@@ -166,3 +166,32 @@ def _muon(model: Any, training_args: Any) -> Any:
         optimizers.append(torch.optim.AdamW(others, **kwargs))
     logger.info("Using Muon for %d weight matrices and AdamW for %d other tensors.", len(matrices), len(others))
     return _combined(optimizers)
+
+
+class TrainerMixin:
+    """What every stage's trainer adds to transformers' Trainer: the optimizers transformers' `optim` lacks
+    (LoRA+, Adam-mini, Muon, BAdam), a default decay length for warmup_stable_decay, and `disable_shuffling`."""
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+        if self.optimizer is None:
+            self.optimizer = create_custom_optimizer(self.model, self.args, self.finetuning_args)
+        return super().create_optimizer(*args, **kwargs)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
+        args = self.args
+        given = args.lr_scheduler_kwargs or {}
+        if args.lr_scheduler_type == "warmup_stable_decay" and "num_decay_steps" not in given:
+            # transformers needs the decay length; like the warmup, a share of the run is a sensible default.
+            decay = max(1, int(0.1 * num_training_steps))
+            args.lr_scheduler_kwargs = {**given, "num_decay_steps": decay}
+            logger.info("warmup_stable_decay: decaying over the last %d steps (set lr_scheduler_kwargs."
+                        "num_decay_steps to change it).", decay)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        # disable_shuffling: keep the data in file order (curricula, ordered corpora).
+        if self.finetuning_args.disable_shuffling:
+            from torch.utils.data import SequentialSampler
+
+            return SequentialSampler(self.train_dataset)
+        return super()._get_train_sampler(*args, **kwargs)

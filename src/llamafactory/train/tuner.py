@@ -1,5 +1,6 @@
 """run_exp: parse the configuration, check the environment, run the stage's recipe."""
 
+import importlib
 from typing import Any
 
 from ..extras.logging import get_logger
@@ -28,12 +29,11 @@ def run_exp(argv: list[str], callbacks: list[Any] | None = None, dry_run: bool =
         from .callbacks import PissaConvertCallback
 
         callbacks.append(PissaConvertCallback())
-    if finetuning_args.stage == "sft":
-        from .sft.workflow import run_sft as run
-    elif finetuning_args.stage == "pt":
-        from .pt.workflow import run_pt as run
-    else:  # the parser refuses stages that are not built; this guards the dispatch table
-        raise AssertionError(f"no recipe for stage {finetuning_args.stage}")
+    recipes = {"sft": ".sft.workflow:run_sft", "pt": ".pt.workflow:run_pt", "rm": ".rm.workflow:run_rm",
+               "dpo": ".dpo.workflow:run_dpo", "kto": ".kto.workflow:run_kto", "ppo": ".ppo.workflow:run_ppo",
+               "grpo": ".grpo.workflow:run_grpo"}
+    module, name = recipes[finetuning_args.stage].split(":")  # the parser refuses any other stage
+    run = getattr(importlib.import_module(module, __package__), name)
     run(model_args, data_args, training_args, finetuning_args, generating_args, callbacks)
 
 

@@ -16,6 +16,7 @@ PROCESSORS = {
     "dpo": PairwiseProcessor,
     "kto": FeedbackProcessor,
     "ppo": UnsupervisedProcessor,
+    "grpo": UnsupervisedProcessor,
     "predict": UnsupervisedProcessor,
 }
 

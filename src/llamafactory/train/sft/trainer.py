@@ -1,4 +1,4 @@
-"""Seq2SeqTrainer plus what transformers lacks: LoRA+, ordered data, and token throughput reporting."""
+"""Seq2SeqTrainer plus token throughput reporting and generated-prediction files (optimizers: TrainerMixin)."""
 
 from typing import Any
 
@@ -6,11 +6,12 @@ from transformers import Seq2SeqTrainer
 
 from ...extras.logging import get_logger
 from ..throughput import ThroughputMeter, count_tokens, flops_per_token, matmul_peak
+from ..trainer_utils import TrainerMixin
 
 logger = get_logger(__name__)
 
 
-class CustomSeq2SeqTrainer(Seq2SeqTrainer):
+class CustomSeq2SeqTrainer(TrainerMixin, Seq2SeqTrainer):
     def __init__(self, finetuning_args: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.finetuning_args = finetuning_args
@@ -42,13 +43,6 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
             "matmul_peak_tflops": round(peak / 1e12, 4),
             "flops_utilization": round(achieved / peak, 4) if peak else 0.0,
         }
-
-    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
-        if self.optimizer is None:
-            from ..trainer_utils import create_custom_optimizer
-
-            self.optimizer = create_custom_optimizer(self.model, self.args, self.finetuning_args)
-        return super().create_optimizer(*args, **kwargs)
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: list[str] | None = None, **gen_kwargs: Any) -> tuple[Any, Any, Any]:
@@ -89,22 +83,3 @@ class CustomSeq2SeqTrainer(Seq2SeqTrainer):
                     f.write(json.dumps({"prompt": prompt, "predict": predict, "label": label}, ensure_ascii=False)
                             + "\n")
         return path, predictions, labels
-
-    def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
-        args = self.args
-        given = args.lr_scheduler_kwargs or {}
-        if args.lr_scheduler_type == "warmup_stable_decay" and "num_decay_steps" not in given:
-            # transformers needs the decay length; like the warmup, a share of the run is a sensible default.
-            decay = max(1, int(0.1 * num_training_steps))
-            args.lr_scheduler_kwargs = {**given, "num_decay_steps": decay}
-            logger.info("warmup_stable_decay: decaying over the last %d steps (set lr_scheduler_kwargs."
-                        "num_decay_steps to change it).", decay)
-        return super().create_scheduler(num_training_steps, optimizer)
-
-    def _get_train_sampler(self, *args: Any, **kwargs: Any) -> Any:
-        # disable_shuffling: keep the data in file order (curricula, ordered corpora).
-        if self.finetuning_args.disable_shuffling:
-            from torch.utils.data import SequentialSampler
-
-            return SequentialSampler(self.train_dataset)
-        return super()._get_train_sampler(*args, **kwargs)

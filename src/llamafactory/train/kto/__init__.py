@@ -1,0 +1,1 @@
+"""Kahneman-Tversky optimisation: learning from answers tagged good or bad, no pairs needed."""

@@ -1,0 +1,1 @@
+"""Reward modelling: a scalar head trained so chosen answers outscore rejected ones."""
