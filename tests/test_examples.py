@@ -9,7 +9,7 @@ from llamafactory.hparams.parser import get_infer_args, get_train_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = sorted(p for p in glob.glob(os.path.join(ROOT, "examples", "**", "*.yaml"), recursive=True)
-               if "inference" not in p)
+               if "inference" not in p and "merge_lora" not in p)
 
 
 @pytest.mark.parametrize("path", TRAIN, ids=lambda p: os.path.relpath(p, ROOT))
@@ -17,8 +17,9 @@ def test_training_example_parses(path, tmp_path):
     get_train_args([path, f"output_dir={tmp_path / 'out'}"])
 
 
-def test_inference_example_parses():
-    get_infer_args([os.path.join(ROOT, "examples", "inference", "smollm2_lora_sft.yaml")])
+@pytest.mark.parametrize("name", ["smollm2_lora_sft.yaml", "smollm2_lora_reward.yaml"])
+def test_inference_example_parses(name):
+    get_infer_args([os.path.join(ROOT, "examples", "inference", name)])
 
 
 def test_there_is_an_example_for_each_method():

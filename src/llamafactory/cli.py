@@ -14,10 +14,10 @@ Commands:
   train     fine-tune a model:                lmf train examples/train_lora/smollm2_lora_sft.yaml
   chat      chat with a model in the terminal: lmf chat examples/inference/smollm2_lora_sft.yaml
   data      see the training data as the model will: lmf data preview|stats cfg.yaml [-n 3]
-  api       serve an OpenAI-compatible API   (not built yet)
-  export    merge adapters and export        (not built yet)
+  api       serve an OpenAI-compatible API:   lmf api examples/inference/smollm2_lora_sft.yaml
+  export    merge adapters, write HF or GGUF: lmf export examples/merge_lora/smollm2_lora_sft.yaml
   webui     open the web UI                   (not built yet)
-  webchat   open a browser chat page          (not built yet)
+  webchat   open a browser chat page:         lmf webchat examples/inference/smollm2_lora_sft.yaml
   eval      evaluate on benchmarks            (not built yet)
   env       print versions and hardware for bug reports
   version   print the version
@@ -27,7 +27,7 @@ Config keys follow LlamaFactory's (model_name_or_path, template, dataset, stage,
 Overrides after the file win: lmf train cfg.yaml learning_rate=5e-5 max_steps=10
 Set LLAMAFACTORY_VERBOSITY=DEBUG for tracebacks."""
 
-NOT_BUILT = {"api", "export", "webui", "webchat", "eval"}
+NOT_BUILT = {"webui", "eval"}
 
 
 def _train(argv: list[str]) -> None:
@@ -40,6 +40,29 @@ def _chat(argv: list[str]) -> None:
     from .chat.chat_model import run_chat
 
     run_chat(argv)
+
+
+def _api(argv: list[str]) -> None:
+    from .extras.errors import UserError
+
+    try:
+        from .api.app import run_api
+    except ImportError as err:
+        raise UserError(f"`lmf api` needs fastapi, uvicorn and sse-starlette ({err}): "
+                        "`pip install fastapi uvicorn sse-starlette`") from err
+    run_api(argv)
+
+
+def _export(argv: list[str]) -> None:
+    from .train.tuner import export_model
+
+    export_model(argv)
+
+
+def _webchat(argv: list[str]) -> None:
+    from .chat.webchat import run_webchat
+
+    run_webchat(argv)
 
 
 def _data(argv: list[str]) -> None:
@@ -78,6 +101,9 @@ def _help(argv: list[str]) -> None:
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": _train,
     "chat": _chat,
+    "api": _api,
+    "webchat": _webchat,
+    "export": _export,
     "data": _data,
     "env": _env,
     "version": _version,

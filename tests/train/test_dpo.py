@@ -131,6 +131,15 @@ def test_explicit_ref_model_is_used(tmp_path, tiny_model_dir):
     assert logs(tmp_path / "ref")[0]["loss"] == pytest.approx(math.log(2), abs=1e-3)
 
 
+def live_causal_lms() -> int:
+    import gc
+
+    from transformers import LlamaForCausalLM
+
+    gc.collect()
+    return sum(isinstance(o, LlamaForCausalLM) for o in gc.get_objects())
+
+
 class CountBaseCopies(TrainerCallback):
     """Counts the causal-LM objects alive while training runs."""
 
@@ -138,19 +147,14 @@ class CountBaseCopies(TrainerCallback):
         self.counts: list[int] = []
 
     def on_step_end(self, *args, **kwargs) -> None:
-        import gc
-
-        from transformers import LlamaForCausalLM
-
-        self.counts.append(sum(isinstance(o, LlamaForCausalLM) for o in gc.get_objects()))
+        self.counts.append(live_causal_lms())
 
 
 @pytest.mark.parametrize(("finetuning", "copies"), [("lora", 1), ("full", 2)])
 def test_lora_dpo_holds_one_copy_of_the_base_weights(tmp_path, tiny_model_dir, finetuning, copies):
-    import gc
-
-    gc.collect()
+    before = live_causal_lms()  # models other tests keep alive (session fixtures) are not this run's
     counter = CountBaseCopies()
     run_exp([dpo_config(tmp_path, tiny_model_dir, "count", f"finetuning_type: {finetuning}\nmax_steps: 2\n")],
             callbacks=[counter])
-    assert counter.counts and set(counter.counts) == {copies}, counter.counts  # full: policy + frozen reference
+    during = {count - before for count in counter.counts}
+    assert during == {copies}, (before, counter.counts)  # full: the policy and its frozen reference

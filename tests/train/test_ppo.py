@@ -411,3 +411,16 @@ def test_full_reward_model_with_another_vocabulary_is_refused(tmp_path, tiny_mod
     with pytest.raises(ConfigError, match="another vocabulary"):
         load_reward(None, tokenizer, template, ModelArguments(model_name_or_path=tiny_model_dir), finetuning_args,
                     torch.float32)
+
+
+def test_dropout_is_switched_off_for_ppo(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llamafactory.train.ppo.trainer import disable_dropout
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attention_dropout=0.3)
+    model.lm_head = torch.nn.Sequential(torch.nn.Dropout(0.5), model.lm_head)
+    disable_dropout(model)
+    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
+    assert all(getattr(m, "attention_dropout", 0.0) == 0.0 for m in model.modules())

@@ -32,3 +32,26 @@ def test_ld_alpha_downweights_tokens_beyond_the_shorter_answer():
     weighted = reduce_logps(per_token, mask, ld_alpha=0.5)
     assert plain.tolist() == [-4.0, -4.0]
     assert weighted.tolist() == [-3.0, -4.0]  # chosen: 2 shared tokens + 0.5 x 2 extra
+
+
+def test_cache_key_covers_how_the_reference_is_loaded_and_needs_a_fingerprint():
+    from types import SimpleNamespace
+
+    from llamafactory.hparams import ModelArguments
+    from llamafactory.hparams.finetuning_args import FinetuningArguments
+    from llamafactory.train.reference import _cache_key
+
+    data = SimpleNamespace(_fingerprint="abc")
+    base = _cache_key(ModelArguments(model_name_or_path="m"), FinetuningArguments(stage="dpo"), data, "train",
+                      torch.float32)
+    assert base == _cache_key(ModelArguments(model_name_or_path="m"), FinetuningArguments(stage="dpo"), data,
+                              "train", torch.float32)
+    quantized = _cache_key(ModelArguments(model_name_or_path="m", quantization_bit=4),
+                           FinetuningArguments(stage="dpo"), data, "train", torch.float32)
+    other_dtype = _cache_key(ModelArguments(model_name_or_path="m"), FinetuningArguments(stage="dpo"), data,
+                             "train", torch.bfloat16)
+    averaged = _cache_key(ModelArguments(model_name_or_path="m"), FinetuningArguments(stage="dpo", pref_loss="ipo"),
+                          data, "train", torch.float32)
+    assert len({base, quantized, other_dtype, averaged}) == 4
+    assert _cache_key(ModelArguments(model_name_or_path="m"), FinetuningArguments(stage="dpo"), [1, 2], "train",
+                      torch.float32) is None  # no fingerprint: nothing is cached rather than risk a collision

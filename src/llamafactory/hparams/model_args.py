@@ -50,15 +50,20 @@ class ModelArguments:
     double_quantization: bool = arg(True, "Double quantization in 4-bit.")
     quantization_device_map: str | None = arg(None, "Device map for quantized models.", planned=True)
     # export
-    export_dir: str | None = arg(None, "Where `lmf export` writes the model.", planned=True)
-    export_size: int = arg(5, "Shard size of exported files, in GB.", planned=True)
-    export_device: str = arg("cpu", "Device used to merge and export.", choices=("cpu", "auto"), planned=True)
-    export_quantization_bit: int | None = arg(None, "GPTQ bits for export.", planned=True)
-    export_quantization_dataset: str | None = arg(None, "Calibration data for GPTQ.", planned=True)
-    export_quantization_nsamples: int = arg(128, "Calibration samples.", planned=True)
-    export_quantization_maxlen: int = arg(1024, "Calibration sequence length.", planned=True)
-    export_legacy_format: bool = arg(False, "Write .bin instead of safetensors.", planned=True)
-    export_hub_model_id: str | None = arg(None, "Hub repository to push the export to.", planned=True)
+    export_dir: str | None = arg(None, "Where `lmf export` writes the model.")
+    export_size: float = arg(5, "Shard size of exported weight files, in GB (fractions allowed).")
+    export_device: str = arg("cpu", "Device used to merge and export (auto: a GPU when there is one).",
+                             choices=("cpu", "auto"))
+    export_quantization_bit: int | None = arg(None, "GPTQ bits for export (needs a GPU and gptqmodel/optimum).")
+    export_quantization_dataset: str | None = arg(None, "Calibration data for GPTQ (a json/jsonl/txt file).")
+    export_quantization_nsamples: int = arg(128, "Calibration samples.")
+    export_quantization_maxlen: int = arg(1024, "Calibration sequence length.")
+    export_legacy_format: bool = arg(False, "Write .bin instead of safetensors.")
+    export_hub_model_id: str | None = arg(None, "Hub repository to push the export to.")
+    export_format: str = arg("safetensors", "Exported format: a Hugging Face folder or one llama.cpp GGUF file.",
+                             choices=("safetensors", "gguf"))
+    export_gguf_type: str = arg("f16", "GGUF weight type of 2-D tensors (norms stay f32).",
+                                choices=("f16", "bf16", "q8_0"))
     # vLLM and SGLang engines
     vllm_maxlen: int = arg(4096, "vLLM maximum sequence length.", planned=True)
     vllm_gpu_util: float = arg(0.7, "vLLM GPU memory share.", planned=True)

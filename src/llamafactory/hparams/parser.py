@@ -465,7 +465,7 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
         raise ConfigError("`pissa_convert` converts a PiSSA adapter: set `pissa_init: true` as well")
     if finetuning_args.loraplus_lr_ratio is not None and finetuning_args.finetuning_type != "lora":
         raise ConfigError("`loraplus_lr_ratio` only works with `finetuning_type: lora`")
-    _check_stage_args(training_args, finetuning_args)
+    _check_stage_args(data_args, training_args, finetuning_args)
 
 
 def _changed(finetuning_args: Any, *keys: str) -> list[str]:
@@ -473,7 +473,7 @@ def _changed(finetuning_args: Any, *keys: str) -> list[str]:
     return [k for k in keys if getattr(finetuning_args, k) != defaults[k]]
 
 
-def _check_stage_args(training_args: Any, finetuning_args: Any) -> None:
+def _check_stage_args(data_args: Any, training_args: Any, finetuning_args: Any) -> None:
     """Stage-specific keys only where they mean something, so a typo'd stage never trains silently."""
     f, stage = finetuning_args, finetuning_args.stage
     if stage in ("rm", "ppo") and training_args.load_best_model_at_end:
@@ -495,6 +495,15 @@ def _check_stage_args(training_args: Any, finetuning_args: Any) -> None:
         changed = _changed(f, *keys)
         if changed and stage not in stages.split(" or "):
             raise ConfigError(f"`{changed[0]}` only applies to stage {stages}, not {stage}: remove it")
+    orphans = _changed(f, "ref_model_adapters", "ref_model_quantization_bit")
+    if orphans and not f.ref_model:
+        raise ConfigError(f"`{orphans[0]}` describes `ref_model`, which is not set")
+    if f.precompute_ref_logps and data_args.streaming:
+        raise ConfigError("`precompute_ref_logps` needs the whole dataset up front: it cannot work with `streaming`")
+    if stage in ("dpo", "kto") and f.pref_beta <= 0:
+        raise ConfigError(f"`pref_beta` must be positive, got {f.pref_beta}")
+    if f.ld_alpha is not None and not 0 <= f.ld_alpha <= 1:
+        raise ConfigError(f"`ld_alpha` weights the tokens beyond the shorter answer: between 0 and 1, got {f.ld_alpha}")
     if stage != "dpo":
         return
     loss = f.pref_loss
@@ -506,13 +515,11 @@ def _check_stage_args(training_args: Any, finetuning_args: Any) -> None:
         raise ConfigError(f"`ld_alpha` (LD-DPO) reweights summed log-probabilities: use it with pref_loss sigmoid, "
                           f"hinge or kto_pair, not {loss}")
     if loss in ("orpo", "simpo"):
-        extra = _changed(f, "ref_model", "precompute_ref_logps")
+        extra = _changed(f, "ref_model", "ref_model_adapters", "precompute_ref_logps")
         if extra:
             raise ConfigError(f"pref_loss {loss} needs no reference model: remove `{extra[0]}`")
         if loss == "orpo" and f.pref_ftx:
             raise ConfigError("pref_loss orpo already includes the SFT term: remove `pref_ftx`")
-    if f.pref_beta <= 0:
-        raise ConfigError(f"`pref_beta` must be positive, got {f.pref_beta}")
 
 
 def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, FinetuningArguments]:

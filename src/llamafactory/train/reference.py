@@ -12,7 +12,7 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -117,22 +117,30 @@ def reference_logps(policy: Any, ref_model: Any | None, batch: dict[str, Any], p
     return sequence_logps(logits, batch[f"{prefix}labels"], average, ld_alpha)
 
 
-def _cache_key(model_args: Any, finetuning_args: Any, dataset: Any, what: str) -> str:
+def _cache_key(model_args: Any, finetuning_args: Any, dataset: Any, what: str, dtype: Any) -> str | None:
+    """Everything that changes the reference log-probabilities, hashed; None when the data has no fingerprint
+    (then nothing is cached rather than risk a collision)."""
+    fingerprint = getattr(dataset, "_fingerprint", None)
+    if not fingerprint:
+        return None
+
     def weights_stamp(path: str | None) -> list[Any]:
         if not path or not os.path.isdir(path):
             return [path]
         return [path] + sorted((f, os.path.getsize(os.path.join(path, f)), int(os.path.getmtime(os.path.join(
             path, f)))) for f in os.listdir(path) if f.endswith((".safetensors", ".bin", ".gguf")))
 
-    if finetuning_args.ref_model:
-        model = weights_stamp(finetuning_args.ref_model) + weights_stamp(finetuning_args.ref_model_adapters)
+    f = finetuning_args
+    if f.ref_model:
+        model = weights_stamp(f.ref_model) + weights_stamp(f.ref_model_adapters) + [f.ref_model_quantization_bit]
     else:  # the policy before training: the base plus the adapters it starts from
         model = weights_stamp(model_args.model_name_or_path) + [
             weights_stamp(a.strip()) for a in (model_args.adapter_name_or_path or "").split(",") if a.strip()]
-        model.append(finetuning_args.finetuning_type if finetuning_args.create_new_adapter else "")
-    fingerprint = getattr(dataset, "_fingerprint", None) or str(len(dataset))
-    payload = json.dumps([model, fingerprint, what, finetuning_args.stage, finetuning_args.pref_loss in
-                          AVERAGED_LOSSES, finetuning_args.ld_alpha], default=str)
+        model += [f.finetuning_type if f.create_new_adapter else "", model_args.quantization_bit]
+    loading = [model_args.model_revision, model_args.rope_scaling, model_args.resize_vocab, model_args.add_tokens,
+               model_args.add_special_tokens, str(dtype)]
+    payload = json.dumps([model, loading, fingerprint, what, f.stage, f.pref_loss in AVERAGED_LOSSES, f.ld_alpha],
+                         default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -142,25 +150,59 @@ def _cache_dir(finetuning_args: Any) -> str:
         "ref_logps")
 
 
-def precompute_ref_logps(dataset: Any, policy: Any, ref_model: Any | None, collator: Any, model_args: Any,
-                         finetuning_args: Any, batch_size: int, what: str = "train") -> Any:
-    """Add the reference log-probabilities as columns, from the disk cache when this exact work was done before.
+def _place(model: Any, device: Any) -> None:
+    """Put a model on the training device unless quantization already placed it."""
+    if model is not None and not getattr(model, "is_quantized", False) and not getattr(model, "hf_device_map", None):
+        model.to(device)
 
-    Columns: `ref_chosen_logps`/`ref_rejected_logps` (dpo) or `ref_logps`/`ref_kl_logps` (kto).
+
+def with_reference_logps(dataset_module: dict[str, Any], policy: Any, make_ref: Callable[[], Any | None],
+                         collator: Any, model_args: Any, finetuning_args: Any, training_args: Any,
+                         dtype: Any) -> dict[str, Any]:
+    """Every training and evaluation set with its reference log-probabilities as columns.
+
+    Columns: `ref_chosen_logps`/`ref_rejected_logps` (dpo) or `ref_logps`/`ref_kl_logps` (kto). Sets computed
+    before (same reference, data and settings) come from the disk cache; the reference model is only built
+    when some set is missing, and the main process computes first so the other processes read its cache.
     """
+    sets = [(split, name, data) for split, value in dataset_module.items()
+            for name, data in (value.items() if isinstance(value, dict) else [(split.split("_")[0], value)])]
+    out: dict[str, Any] = {}
+    state: dict[str, Any] = {}
+    with training_args.main_process_first(desc="reference log-probabilities"):
+        for split, name, data in sets:
+            key = _cache_key(model_args, finetuning_args, data, name, dtype)
+            data = _add_reference_columns(data, key, policy, make_ref, state, collator, finetuning_args,
+                                          training_args, name)
+            if isinstance(dataset_module[split], dict):
+                out.setdefault(split, {})[name] = data
+            else:
+                out[split] = data
+    return out
+
+
+def _add_reference_columns(dataset: Any, key: str | None, policy: Any, make_ref: Callable[[], Any | None],
+                           state: dict[str, Any], collator: Any, finetuning_args: Any, training_args: Any,
+                           what: str) -> Any:
     from tqdm import tqdm
 
     pairwise = "chosen_input_ids" in dataset.column_names
     names = ("ref_chosen_logps", "ref_rejected_logps") if pairwise else ("ref_logps", "ref_kl_logps")
-    path = os.path.join(_cache_dir(finetuning_args), _cache_key(model_args, finetuning_args, dataset, what) + ".pt")
-    if os.path.isfile(path):
+    path = os.path.join(_cache_dir(finetuning_args), f"{key}.pt") if key else None
+    if path and os.path.isfile(path):
         cached = torch.load(path)
         if len(cached[names[0]]) == len(dataset):
             logger.info("Reference log-probabilities for the %s data loaded from the cache %s.", what, path)
             return _with_columns(dataset, cached, names)
+    if "ref" not in state:  # built once, only when some set is not cached
+        state["ref"] = make_ref()
+        _place(policy, training_args.device)
+        _place(state["ref"], training_args.device)
+    ref_model = state["ref"]
     average = finetuning_args.pref_loss in AVERAGED_LOSSES and finetuning_args.stage == "dpo"
     ld_alpha = finetuning_args.ld_alpha if finetuning_args.stage == "dpo" else None
     device = next(policy.parameters()).device
+    batch_size = training_args.per_device_eval_batch_size
     values: dict[str, list[float]] = {name: [] for name in names}
     was_training = policy.training
     policy.eval()
@@ -175,9 +217,12 @@ def precompute_ref_logps(dataset: Any, policy: Any, ref_model: Any | None, colla
             values[names[0]] += reference_logps(policy, ref_model, batch).tolist()
             values[names[1]] += reference_logps(policy, ref_model, batch, "kl_").tolist()
     policy.train(was_training)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save(values, path)
-    logger.info("Reference log-probabilities for %d %s examples cached at %s.", len(dataset), what, path)
+    if path and training_args.should_save:  # one writer, and never a half-written file under the final name
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.tmp"
+        torch.save(values, partial)
+        os.replace(partial, path)
+        logger.info("Reference log-probabilities for %d %s examples cached at %s.", len(dataset), what, path)
     return _with_columns(dataset, values, names)
 
 

@@ -27,9 +27,10 @@ def train_and_save(trainer: Any, training_args: Any, finetuning_args: Any) -> No
         plot_loss(training_args.output_dir, keys=("loss", "eval_loss"))
 
 
-def evaluate(trainer: Any) -> dict[str, float]:
+def evaluate(trainer: Any, perplexity: bool = True) -> dict[str, float]:
+    """Evaluate and save the metrics; `perplexity` (exp of the loss) only means something for pt and sft."""
     metrics = trainer.evaluate(metric_key_prefix="eval")
-    for key in [k for k in metrics if k.endswith("_loss")]:  # eval_loss, or eval_<dataset>_loss per dataset
+    for key in [k for k in metrics if k.endswith("_loss") and perplexity]:  # eval_loss or eval_<dataset>_loss
         try:
             metrics[key[: -len("loss")] + "perplexity"] = math.exp(metrics[key])
         except OverflowError:

@@ -55,3 +55,11 @@ def run_data(action: str, argv: list[str], count: int = 3) -> None:
         preview.preview(dataset, tokenizer, stage, count)
     else:
         preview.stats(dataset, report, data_args, training_args, stage)
+
+
+def export_model(argv: list[str]) -> None:
+    """`lmf export`: merge adapters and write a standalone model (see train/export.py)."""
+    check_dependencies()
+    from .export import export_model as export
+
+    export(argv)

@@ -43,16 +43,21 @@ class ValueHeadModel(torch.nn.Module):
                                                 use_cache=False, **kwargs)
         return self.v_head(out.last_hidden_state.float()).squeeze(-1)
 
-    def forward(self, input_ids: Any, attention_mask: Any = None, **kwargs: Any) -> tuple[Any, Any]:
-        """Logits and values from one pass (PPO's policy and critic share the body)."""
+    def forward(self, input_ids: Any, attention_mask: Any = None, score_only: bool = False,
+                **kwargs: Any) -> Any:
+        """Logits and values from one pass (PPO's policy and critic share the body); with `score_only`, the
+        value at each row's last real token from the body alone (reward models). Going through forward()
+        keeps DDP's gradient synchronisation when the model is wrapped."""
+        if score_only:
+            values = self.values(input_ids, attention_mask, **kwargs)
+            return values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
         out = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                                     output_hidden_states=True, **kwargs)
         return out.logits, self.v_head(out.hidden_states[-1].float()).squeeze(-1)
 
     def score(self, input_ids: Any, attention_mask: Any) -> Any:
         """The value at each row's last real token (rows padded on the right or on the left)."""
-        values = self.values(input_ids, attention_mask)
-        return values.gather(1, last_token_index(attention_mask).unsqueeze(1)).squeeze(1)
+        return self(input_ids, attention_mask, score_only=True)
 
     def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
         self.pretrained_model.gradient_checkpointing_enable(**kwargs)

@@ -28,7 +28,7 @@ class MetricsMixin:
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         stored = getattr(self, "_stored", None)
         if stored is not None:
-            split = "eval" if "eval_loss" in logs else "train"
+            split = "eval" if any(k.startswith("eval_") and k.endswith("_loss") for k in logs) else "train"
             prefix = "eval_" if split == "eval" else ""
             for key, values in stored[split].items():
                 if values:

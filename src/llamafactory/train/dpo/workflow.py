@@ -1,5 +1,6 @@
 """Preference optimisation, top to bottom: tokenizer, template, pairs, policy and reference, train, evaluate."""
 
+from functools import partial
 from typing import Any
 
 from ...data.collator import build_collator
@@ -8,7 +9,7 @@ from ...data.template import get_template_and_fix_tokenizer
 from ...extras.ploting import plot_loss
 from ...model.loader import compute_dtype, load_model, load_tokenizer
 from ...model.model_utils.hub import resolve_model
-from ..reference import create_ref_model, precompute_ref_logps
+from ..reference import create_ref_model, with_reference_logps
 from ..trainer_utils import evaluate, train_and_save
 from .trainer import CustomDPOTrainer
 
@@ -21,13 +22,14 @@ def run_dpo(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     dataset_module = get_dataset(template, model_args, data_args, training_args, "dpo", tokenizer)
     dtype = compute_dtype(training_args, finetuning_args, model_args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, dtype, source)
-    ref_model = create_ref_model(model, model_args, finetuning_args, tokenizer, dtype)
     collator = build_collator(tokenizer, model, pad_to_multiple_of=8)
-
-    if finetuning_args.precompute_ref_logps:  # the reference runs once (or never, when cached), then goes away
-        dataset_module = with_reference_logps(dataset_module, model, ref_model, collator, model_args,
-                                              finetuning_args, training_args)
-        ref_model = None
+    make_ref = partial(create_ref_model, model, model_args, finetuning_args, tokenizer, dtype)
+    ref_model = None
+    if finetuning_args.precompute_ref_logps:  # the reference is built only for uncached data, then dropped
+        dataset_module = with_reference_logps(dataset_module, model, make_ref, collator, model_args,
+                                              finetuning_args, training_args, dtype)
+    else:
+        ref_model = make_ref()
 
     training_args.remove_unused_columns = False  # the pairs' columns are not forward() arguments
     trainer = CustomDPOTrainer(
@@ -45,19 +47,4 @@ def run_dpo(model_args: Any, data_args: Any, training_args: Any, finetuning_args
         if trainer.is_world_process_zero() and finetuning_args.plot_loss:
             plot_loss(training_args.output_dir, keys=("rewards/accuracies", "rewards/margins"))
     if training_args.do_eval:
-        evaluate(trainer)
-
-
-def with_reference_logps(dataset_module: dict[str, Any], model: Any, ref_model: Any, collator: Any,
-                         model_args: Any, finetuning_args: Any, training_args: Any) -> dict[str, Any]:
-    """Every training and evaluation set with its reference log-probabilities as columns."""
-    batch_size = training_args.per_device_eval_batch_size
-    out: dict[str, Any] = {}
-    for split, data in dataset_module.items():
-        if isinstance(data, dict):  # eval_on_each_dataset
-            out[split] = {name: precompute_ref_logps(d, model, ref_model, collator, model_args, finetuning_args,
-                                                     batch_size, f"eval_{name}") for name, d in data.items()}
-        else:
-            out[split] = precompute_ref_logps(data, model, ref_model, collator, model_args, finetuning_args,
-                                              batch_size, split.split("_")[0])
-    return out
+        evaluate(trainer, perplexity=False)

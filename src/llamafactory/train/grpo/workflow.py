@@ -32,6 +32,13 @@ def run_grpo(model_args: Any, data_args: Any, training_args: Any, finetuning_arg
     check_grpo_args(training_args, finetuning_args, generating_args)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # trl reports usage to the hub unless told not to
     reward_funcs = build_rule_rewards(finetuning_args.reward_funcs)  # bad specs fail before anything loads
+    changed = [k for k in ("resize_vocab", "add_tokens", "add_special_tokens", "quantization_bit")
+               if getattr(model_args, k)]
+    if finetuning_args.finetuning_type in ("full", "freeze") and finetuning_args.grpo_beta > 0 and changed:
+        # trl rebuilds this reference from the checkpoint's path, without our changes to the loaded model.
+        raise ConfigError(f"grpo with {finetuning_args.finetuning_type} tuning and `grpo_beta` > 0 reloads the "
+                          f"reference from the checkpoint, which would lack `{changed[0]}`: use LoRA, or "
+                          "`grpo_beta: 0`")
     source = resolve_model(model_args)
     tokenizer = load_tokenizer(model_args, source)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)

@@ -26,7 +26,8 @@ class CustomKTOTrainer(CustomDPOTrainer):
         else:
             ref = reference_logps(model, self.ref_model, inputs)
             ref_kl = reference_logps(model, self.ref_model, inputs, "kl_")
-        kl = (kl_logps - ref_kl).mean().clamp(min=0).detach()
+        # The baseline is averaged over every process's batch, as one batch per device is small.
+        kl = self.accelerator.gather(kl_logps - ref_kl).mean().clamp(min=0).detach()
         ratio = logps - ref
         desirable = inputs["kto_tags"].bool()
         losses = torch.where(desirable, f.kto_chosen_weight * (1 - torch.sigmoid(beta * (ratio - kl))),

@@ -107,6 +107,16 @@ def ppo_losses(logprobs: torch.Tensor, values: torch.Tensor, old_logprobs: torch
     return {"policy": policy, "value": value, "loss": policy + VALUE_COEF * value, "clipfrac": clipfrac}
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """PPO compares log-probs taken in eval mode (rollout) with ones taken in train mode (update): with dropout
+    on, their ratio would differ from 1 before any update, biasing clipping and the KL."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
 # ------------------------------------------------------------------------------------------ controllers
 class AdaptiveKLController:
     """Moves the KL coefficient so the measured KL drifts towards `target` (Ziegler et al., 2019): the error
@@ -342,6 +352,7 @@ class PPOTrainer(TrainerMixin, Trainer):
             per_epoch = None
         max_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * per_epoch)
         per_epoch = per_epoch or max_steps
+        disable_dropout(self.model)  # old and new log-probs must come from the same deterministic policy
         self.create_optimizer_and_scheduler(num_training_steps=max_steps)
         self.model_wrapped, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
 
@@ -414,6 +425,8 @@ class PPOTrainer(TrainerMixin, Trainer):
         from transformers.trainer import TRAINING_ARGS_NAME
 
         output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:  # one writer: every rank holds the same weights under plain DDP
+            return
         os.makedirs(output_dir, exist_ok=True)
         model = self.accelerator.unwrap_model(self.model)
         extra = {"selected_adapters": [self.policy_adapter]} if self.policy_adapter else {}

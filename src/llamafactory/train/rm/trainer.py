@@ -30,7 +30,7 @@ class PairwiseTrainer(TrainerMixin, Trainer):
         self.can_return_loss = True
 
     def scores(self, model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = model.score(inputs["input_ids"], inputs["attention_mask"])
+        scores = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], score_only=True)
         chosen, rejected = scores.chunk(2)
         return chosen, rejected
 
@@ -77,9 +77,13 @@ class PairwiseTrainer(TrainerMixin, Trainer):
 
             single = os.path.join(resume_from_checkpoint, "model.safetensors")
             if os.path.isfile(single):
-                body.load_state_dict(load_file(single), strict=False)
+                result = body.load_state_dict(load_file(single), strict=False)
+                tied = getattr(body.config, "tie_word_embeddings", False)
+                missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
+                if missing:  # never resume silently from the starting weights
+                    raise RuntimeError(f"{single} lacks {len(missing)} weights of the model, e.g. {missing[0]}")
             else:
-                load_sharded_checkpoint(body, resume_from_checkpoint, strict=False)
+                load_sharded_checkpoint(body, resume_from_checkpoint, strict=True)
         if not model.load_value_head(resume_from_checkpoint):
             raise FileNotFoundError(f"{resume_from_checkpoint} has no value_head.safetensors")
         logger.info("Resumed the reward model from %s.", resume_from_checkpoint)
