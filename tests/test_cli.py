@@ -57,6 +57,7 @@ def test_config_errors_are_one_line_without_traceback(tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
-def test_force_torchrun_is_read_and_refused_clearly(tmp_path):
-    proc = run_lmf("train", "x=1", env={"FORCE_TORCHRUN": "1"})
-    assert proc.returncode == 1 and "FORCE_TORCHRUN" in proc.stderr and "Traceback" not in proc.stderr
+def test_force_torchrun_checks_the_config_once_before_launching(tmp_path):
+    proc = run_lmf("train", "x=1", env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "Launching" not in proc.stderr
+    assert proc.stderr.count("unknown key `x`") == 1  # refused in the parent, not once per worker

@@ -30,10 +30,10 @@ Set LLAMAFACTORY_VERBOSITY=DEBUG for tracebacks."""
 NOT_BUILT = {"webui", "eval"}
 
 
-def _train(argv: list[str]) -> None:
+def _train(argv: list[str]) -> int:
     from .launcher import launch
 
-    launch(argv)
+    return launch(argv)  # under torchrun: its exit status, which is the failing worker's
 
 
 def _chat(argv: list[str]) -> None:
@@ -98,7 +98,7 @@ def _help(argv: list[str]) -> None:
     print(USAGE)
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "train": _train,
     "chat": _chat,
     "api": _api,
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from .extras.errors import UserError
 
     try:
-        COMMANDS[command](rest)
+        status = COMMANDS[command](rest)
     except UserError as err:
         if envs.debug():
             raise
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 import pytest
 
-from llamafactory.extras.errors import ConfigError, NotBuiltError
+from llamafactory.extras.errors import ConfigError, NotBuiltError, UserError
 from llamafactory.hparams.parser import get_infer_args, get_train_args, read_args
 
 
@@ -155,7 +155,27 @@ def test_null_override_and_bad_argument(tmp_path):
 def test_combinations_that_cannot_work_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="either `eval_dataset` or `val_size`"):
         train_args(tmp_path, "eval_dataset: identity\nval_size: 0.1\n")
-    with pytest.raises(NotBuiltError, match="`deepspeed` and `fsdp` are not supported yet"):
+    with pytest.raises(ConfigError, match="`deepspeed` and `fsdp` both shard the model"):
+        train_args(tmp_path, "deepspeed: ds_z3_config.json\nfsdp: full_shard\n")
+    with pytest.raises(ConfigError, match="stage ppo runs its own optimisation loop"):
+        train_args(tmp_path, "deepspeed: ds_z3_config.json\nstage: ppo\n")
+
+
+def test_fsdp_is_refused_on_a_cpu_with_the_reason(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match="`fsdp` needs GPUs: accelerate turns FSDP on only for GPU"):
+        train_args(tmp_path, "fsdp: full_shard auto_wrap\n")
+
+
+def test_deepspeed_says_what_is_missing(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed here")
+    with pytest.raises(UserError, match=r"`deepspeed` needs the deepspeed package: `pip install deepspeed`"):
         train_args(tmp_path, "deepspeed: ds_z3_config.json\n")
 
 

@@ -1,5 +1,6 @@
 """Load the named datasets, align their formats, tokenize them and split off evaluation data."""
 
+import copy
 import json
 import os
 from typing import Any
@@ -286,33 +287,45 @@ def get_dataset(template: Any, model_args: Any, data_args: Any, training_args: A
                 tokenizer: Any, report: dict[str, Any] | None = None) -> dict[str, Any]:
     """`train_dataset` / `eval_dataset` ready for a Trainer (eval_dataset is a dict with eval_on_each_dataset)."""
     path = data_args.tokenized_path
-    if path and os.path.isdir(path) and os.listdir(path):
-        return _from_tokenized_path(path)
+    if training_args.local_process_index != 0 and data_args.overwrite_cache:
+        data_args = copy.copy(data_args)  # the main process has just rebuilt the cache: reuse it, never redo it
+        data_args.overwrite_cache = False
+    # Every process enters the block, even when tokenized_path exists: a process that skipped it would leave the
+    # others waiting at its barrier. The main process goes first; the others then load what it left on disk.
     with training_args.main_process_first(desc="load and tokenize dataset", local=True):
-        seed = training_args.seed
-        train = eval_ = None
-        trains = _load(data_args.dataset, model_args, data_args, training_args, stage, report)
-        evals = _load(data_args.eval_dataset, model_args, data_args, training_args, stage, report)
-        if trains:
-            train = _merge([d for _, d in trains], data_args, seed)
-            if data_args.val_size > 0:
-                train, eval_ = _split_off_eval(train, data_args, seed)
-            if data_args.streaming:
-                train = train.shuffle(buffer_size=data_args.buffer_size, seed=seed)
-            train = _tokenize(train, stage, template, tokenizer, data_args, "training")
-        if evals:
-            if data_args.eval_on_each_dataset:
-                eval_ = {name: _tokenize(d, stage, template, tokenizer, data_args, f"evaluation ({name})")
-                         for name, d in evals}
-            else:
-                eval_ = _merge([d for _, d in evals], data_args, seed)
-        if eval_ is not None and not isinstance(eval_, dict):
-            eval_ = _tokenize(eval_, stage, template, tokenizer, data_args, "evaluation")
+        if path and os.path.isdir(path) and os.listdir(path):
+            return _from_tokenized_path(path)
+        module = _build(template, model_args, data_args, training_args, stage, tokenizer, report)
+        if path and not data_args.streaming and training_args.should_save:
+            _save_tokenized(module, path)  # inside the block, so the other processes load it afterwards
+    return module
+
+
+def _build(template: Any, model_args: Any, data_args: Any, training_args: Any, stage: str, tokenizer: Any,
+           report: dict[str, Any] | None) -> dict[str, Any]:
+    """Load, merge, split and tokenize; called by one process first, then by the others from its cache."""
+    seed = training_args.seed
+    train = eval_ = None
+    trains = _load(data_args.dataset, model_args, data_args, training_args, stage, report)
+    evals = _load(data_args.eval_dataset, model_args, data_args, training_args, stage, report)
+    if trains:
+        train = _merge([d for _, d in trains], data_args, seed)
+        if data_args.val_size > 0:
+            train, eval_ = _split_off_eval(train, data_args, seed)
+        if data_args.streaming:
+            train = train.shuffle(buffer_size=data_args.buffer_size, seed=seed)
+        train = _tokenize(train, stage, template, tokenizer, data_args, "training")
+    if evals:
+        if data_args.eval_on_each_dataset:
+            eval_ = {name: _tokenize(d, stage, template, tokenizer, data_args, f"evaluation ({name})")
+                     for name, d in evals}
+        else:
+            eval_ = _merge([d for _, d in evals], data_args, seed)
+    if eval_ is not None and not isinstance(eval_, dict):
+        eval_ = _tokenize(eval_, stage, template, tokenizer, data_args, "evaluation")
     module: dict[str, Any] = {}
     if train is not None:
         module["train_dataset"] = train
     if eval_ is not None:
         module["eval_dataset"] = eval_
-    if path and not data_args.streaming and training_args.should_save:
-        _save_tokenized(module, path)
     return module

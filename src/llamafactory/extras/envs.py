@@ -29,9 +29,33 @@ def use_modelscope() -> bool:
     return _flag("USE_MODELSCOPE_HUB")
 
 
+def use_mca() -> bool:
+    """USE_MCA=1 asks for Megatron-core training through the mcore_adapter package (see docs/distributed.md)."""
+    return _flag("USE_MCA")
+
+
 def force_torchrun() -> bool:
-    """FORCE_TORCHRUN=1 launches training under torchrun even with one device."""
+    """FORCE_TORCHRUN=1 launches training under torchrun even with one device (the only way on a CPU)."""
     return _flag("FORCE_TORCHRUN")
+
+
+TORCHRUN_VARIABLES = ("NNODES", "NODE_RANK", "NPROC_PER_NODE", "MASTER_ADDR", "MASTER_PORT", "RDZV_ID", "MIN_NNODES",
+                      "MAX_NNODES", "MAX_RESTARTS")
+
+
+def torchrun_settings() -> dict[str, str]:
+    """The launcher's torchrun settings that are set (see docs/distributed.md), stripped of spaces."""
+    return {name: os.environ[name].strip() for name in TORCHRUN_VARIABLES if os.getenv(name, "").strip()}
+
+
+def is_torchrun_worker() -> bool:
+    """LOCAL_RANK is set by torchrun in each worker: such a process trains instead of launching again."""
+    return os.getenv("LOCAL_RANK") is not None
+
+
+def global_rank() -> int:
+    """RANK, set by torchrun: this worker's index among all processes of the job (0 outside torchrun)."""
+    return int(os.getenv("RANK", "0"))
 
 
 def hub_offline() -> bool:

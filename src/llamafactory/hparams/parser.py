@@ -327,9 +327,8 @@ def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
     from .training_args import TrainingArguments
 
     values, origin = read_args(argv)
-    if values.get("deepspeed") or values.get("fsdp"):  # checked first: transformers would fail on them obscurely
-        raise NotBuiltError("`deepspeed` and `fsdp` are not supported yet in llamafactory; remove them to continue")
     on_cpu = not _has_accelerator()
+    _check_sharding(values, origin, on_cpu)  # checked first: transformers would fail on these obscurely
     if on_cpu:
         # transformers needs use_cpu for bf16 autocast on CPU and for a correct world size under torchrun.
         values.setdefault("use_cpu", True)
@@ -353,9 +352,45 @@ def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
     _check_optimizers(training_args, finetuning_args)
     if model_args.enable_liger_kernel:
         _enable_liger(training_args)
+    if training_args.world_size > 1 and training_args.ddp_find_unused_parameters is None:
+        # transformers only turns DDP's unused-parameter search off for plain models; on a peft or value-head
+        # model it stays on, and with (reentrant) gradient checkpointing that marks weights ready twice.
+        training_args.ddp_find_unused_parameters = False
     if not dry_run:  # a dry run writes nothing, so the output folder may hold anything
         _protect_output_dir(training_args, get_last_checkpoint)
     return model_args, data_args, training_args, finetuning_args, generating_args
+
+
+def _check_sharding(values: dict[str, Any], origin: dict[str, str], on_cpu: bool) -> None:
+    """DeepSpeed and FSDP: the combinations that cannot work, refused before any process is launched."""
+    import importlib.util
+
+    deepspeed, fsdp, stage = values.get("deepspeed"), values.get("fsdp"), values.get("stage", "sft")
+    if deepspeed and fsdp:
+        raise ConfigError(f"{_where(origin, 'deepspeed')}: `deepspeed` and `fsdp` both shard the model across "
+                          "processes; choose one")
+    if deepspeed:
+        if stage == "ppo":
+            raise ConfigError("stage ppo runs its own optimisation loop, which DeepSpeed's engine does not wrap: "
+                              "remove `deepspeed` (plain multi-process data parallelism works with ppo)")
+        if importlib.util.find_spec("deepspeed") is None:
+            raise UserError("`deepspeed` needs the deepspeed package: `pip install deepspeed`")
+        if on_cpu:
+            raise UserError("`deepspeed` needs a GPU in llamafactory (DeepSpeed's CPU accelerator is not supported); "
+                            "on a CPU use FORCE_TORCHRUN=1 for data parallelism")
+        if isinstance(deepspeed, str) and not os.path.isfile(deepspeed):
+            raise ConfigError(f"{_where(origin, 'deepspeed')}: DeepSpeed config file `{deepspeed}` not found")
+    if fsdp:
+        if on_cpu:
+            raise UserError("`fsdp` needs GPUs: accelerate turns FSDP on only for GPU (or other accelerator) "
+                            "processes and would silently train unsharded on a CPU; on a CPU remove `fsdp` and use "
+                            "FORCE_TORCHRUN=1 for data parallelism")
+        if values.get("quantization_bit") is not None:
+            raise ConfigError("`quantization_bit` with `fsdp`: bitsandbytes weights cannot be sharded by FSDP here; "
+                              "remove one of them")
+        if stage == "ppo":
+            raise ConfigError("stage ppo generates and trains in its own loop, which is not built for FSDP's "
+                              "sharded weights: remove `fsdp` (plain multi-process data parallelism works with ppo)")
 
 
 OPTIMIZER_PACKAGES = {"use_galore": "galore_torch", "use_apollo": "apollo_torch", "use_badam": "badam",

@@ -1,4 +1,7 @@
-"""Preference optimisation, top to bottom: tokenizer, template, pairs, policy and reference, train, evaluate."""
+"""Preference optimisation, top to bottom: tokenizer, template, pairs, policy and reference, train, evaluate.
+
+kto follows the same recipe with tagged answers and its own loss (train/kto/workflow.py).
+"""
 
 from functools import partial
 from typing import Any
@@ -15,11 +18,13 @@ from .trainer import CustomDPOTrainer
 
 
 def run_dpo(model_args: Any, data_args: Any, training_args: Any, finetuning_args: Any, generating_args: Any,
-            callbacks: list[Any]) -> None:
+            callbacks: list[Any], trainer_class: type = CustomDPOTrainer,
+            plots: tuple[str, ...] = ("rewards/accuracies", "rewards/margins")) -> None:
+    stage = finetuning_args.stage  # dpo, or kto (tagged answers plus mismatched pairs for the KL baseline)
     source = resolve_model(model_args)
     tokenizer = load_tokenizer(model_args, source)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    dataset_module = get_dataset(template, model_args, data_args, training_args, "dpo", tokenizer)
+    dataset_module = get_dataset(template, model_args, data_args, training_args, stage, tokenizer)
     dtype = compute_dtype(training_args, finetuning_args, model_args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, dtype, source)
     collator = build_collator(tokenizer, model, pad_to_multiple_of=8)
@@ -31,8 +36,8 @@ def run_dpo(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     else:
         ref_model = make_ref()
 
-    training_args.remove_unused_columns = False  # the pairs' columns are not forward() arguments
-    trainer = CustomDPOTrainer(
+    training_args.remove_unused_columns = False  # the pairs' (or KL rows') columns are not forward() arguments
+    trainer = trainer_class(
         finetuning_args=finetuning_args,
         ref_model=ref_model,
         model=model,
@@ -45,6 +50,6 @@ def run_dpo(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     if training_args.do_train:
         train_and_save(trainer, training_args, finetuning_args)
         if trainer.is_world_process_zero() and finetuning_args.plot_loss:
-            plot_loss(training_args.output_dir, keys=("rewards/accuracies", "rewards/margins"))
+            plot_loss(training_args.output_dir, keys=plots)
     if training_args.do_eval:
         evaluate(trainer, perplexity=False)
