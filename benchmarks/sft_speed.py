@@ -41,6 +41,11 @@ def prepare_data(folder: str) -> None:
 def run(overrides: list[str], steps: int, data: str, out: str) -> tuple[float, float]:
     cmd = [LMF, "train", CONFIG, f"dataset_dir={data}", f"output_dir={out}", "overwrite_output_dir=true",
            f"max_steps={steps}", "logging_steps=1", "save_strategy=no", "plot_loss=false", *overrides]
+    return timed_run(cmd, steps, out)
+
+
+def timed_run(cmd: list[str], steps: int, out: str) -> tuple[float, float]:
+    """Run one `lmf train` command; seconds per optimizer step (training loop only) and the last logged loss."""
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")

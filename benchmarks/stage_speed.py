@@ -11,13 +11,13 @@ times the same work where the weights cannot be copied (a GPU machine without th
 """
 
 import argparse
-import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
+
+from sft_speed import timed_run  # this folder is on sys.path when a script here runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LMF = shutil.which("lmf", path=os.path.dirname(sys.executable)) or shutil.which("lmf") or "lmf"
@@ -40,14 +40,7 @@ def run(model: str, stage: str, precision: str, steps: int, out: str, batch: int
            f"dataset_dir={os.path.join(ROOT, 'data')}", f"output_dir={out}", "overwrite_output_dir=true",
            f"max_steps={steps}", "logging_steps=1", "save_strategy=no", "plot_loss=false", f"cutoff_len={cutoff}",
            f"per_device_train_batch_size={batch}", "gradient_accumulation_steps=1", f"bf16={precision == 'bf16'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    with open(os.path.join(out, "train_results.json")) as f:
-        runtime = json.load(f)["train_runtime"]
-    with open(os.path.join(out, "trainer_state.json")) as f:
-        losses = [e["loss"] for e in json.load(f)["log_history"] if "loss" in e]
-    return runtime / steps, losses[-1]
+    return timed_run(cmd, steps, out)
 
 
 def main() -> None:
