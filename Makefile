@@ -25,6 +25,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 test: setup
+	bash scripts/install_chromium.sh
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest tests
 

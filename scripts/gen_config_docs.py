@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from llamafactory.hparams import (  # noqa: E402
     DataArguments,
+    EvaluationArguments,
     FinetuningArguments,
     GeneratingArguments,
     ModelArguments,
@@ -47,6 +48,7 @@ def render() -> str:
     sections = [("Model (`ModelArguments`)", ModelArguments, False), ("Data (`DataArguments`)", DataArguments, False),
                 ("Fine-tuning (`FinetuningArguments`)", FinetuningArguments, False),
                 ("Generation (`GeneratingArguments`)", GeneratingArguments, False),
+                ("Evaluation (`EvaluationArguments`, `lmf eval`; see docs/eval.md)", EvaluationArguments, False),
                 ("Training (`TrainingArguments`, added to transformers' Seq2SeqTrainingArguments)",
                  TrainingArguments, True)]
     for title, cls, own in sections:

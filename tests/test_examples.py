@@ -13,7 +13,8 @@ from llamafactory.hparams.parser import get_infer_args, get_train_args, read_arg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = sorted(p for p in glob.glob(os.path.join(ROOT, "examples", "**", "*.yaml"), recursive=True)
-               if not any(part in p for part in ("inference", "merge_lora", os.path.join("examples", "accelerate"))))
+               if not any(part in p for part in ("inference", "merge_lora", os.path.join("examples", "accelerate"),
+                                                 os.path.join("examples", "eval"))))  # tests/eval parses these
 
 
 @pytest.mark.parametrize("path", TRAIN, ids=lambda p: os.path.relpath(p, ROOT))

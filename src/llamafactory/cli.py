@@ -16,9 +16,9 @@ Commands:
   data      see the training data as the model will: lmf data preview|stats cfg.yaml [-n 3]
   api       serve an OpenAI-compatible API:   lmf api examples/inference/smollm2_lora_sft.yaml
   export    merge adapters, write HF or GGUF: lmf export examples/merge_lora/smollm2_lora_sft.yaml
-  webui     open the web UI                   (not built yet)
+  webui     open the web UI (no YAML needed): lmf webui
   webchat   open a browser chat page:         lmf webchat examples/inference/smollm2_lora_sft.yaml
-  eval      evaluate on benchmarks            (not built yet)
+  eval      multiple-choice benchmarks:       lmf eval examples/eval/smollm2_demo.yaml
   env       print versions and hardware for bug reports
   version   print the version
   help      print this message
@@ -27,7 +27,7 @@ Config keys follow LlamaFactory's (model_name_or_path, template, dataset, stage,
 Overrides after the file win: lmf train cfg.yaml learning_rate=5e-5 max_steps=10
 Set LLAMAFACTORY_VERBOSITY=DEBUG for tracebacks."""
 
-NOT_BUILT = {"webui", "eval"}
+NOT_BUILT: set[str] = set()
 
 
 def _train(argv: list[str]) -> int:
@@ -59,6 +59,12 @@ def _export(argv: list[str]) -> None:
     export_model(argv)
 
 
+def _webui(argv: list[str]) -> None:
+    from .webui import run_webui
+
+    run_webui(argv)
+
+
 def _webchat(argv: list[str]) -> None:
     from .chat.webchat import run_webchat
 
@@ -84,6 +90,12 @@ def _data(argv: list[str]) -> None:
     run_data(argv[0], rest, count)
 
 
+def _eval(argv: list[str]) -> None:
+    from .eval.evaluator import run_eval
+
+    run_eval(argv)
+
+
 def _env(argv: list[str]) -> None:
     from .extras.env import print_env
 
@@ -103,8 +115,10 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "chat": _chat,
     "api": _api,
     "webchat": _webchat,
+    "webui": _webui,
     "export": _export,
     "data": _data,
+    "eval": _eval,
     "env": _env,
     "version": _version,
     "help": _help,

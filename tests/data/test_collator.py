@@ -68,3 +68,40 @@ def test_pairwise_and_kto_batches(tiny_tokenizer):
            "kl_attention_mask": [1, 1, 1], "kl_labels": [-100, 2, 3], "kto_tags": True}
     batch = collate([kto])
     assert batch["kl_input_ids"].shape == (1, 8) and batch["kto_tags"].tolist() == [True]
+
+
+def test_padding_free_batch_is_one_row_with_example_boundaries(tiny_tokenizer):
+    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]},
+            {"input_ids": [8, 9], "labels": [8, 9]},
+            # a neat-packed row: its own two examples stay two segments
+            {"input_ids": [10, 11, 12, 13], "labels": [10, 11, 12, 13], "position_ids": [0, 1, 0, 1]}]
+    batch = build_collator(tiny_tokenizer, pad_to_multiple_of=4, padding_free=True)(rows)
+    pad = build_collator(tiny_tokenizer).pad_token_id
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13, pad, pad, pad]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 0, 1, 0, 1, 2]]
+    # each example's first label has nothing of its own before it, as in a padded row; padding never counts
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7, IGNORE_INDEX, 9, IGNORE_INDEX, 11, IGNORE_INDEX, 13,
+                                         IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["cu_seq_lens_q"].tolist() == [0, 3, 5, 7, 9, 12]
+    assert batch["max_length_q"] == 3 and "attention_mask" not in batch
+    # generation batches (left padding) and pairwise batches stay padded
+    left = build_collator(tiny_tokenizer, padding_side="left", padding_free=True)(rows[:2])
+    assert left["input_ids"].shape[0] == 2
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa", "sdpa_varlen"])
+def test_padding_free_batch_gives_the_padded_batch_losses(tiny_model_dir, tiny_tokenizer, attn):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llamafactory.model.model_utils.varlen_attention import register
+
+    register()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn, dtype=torch.float32)
+    args = SimpleNamespace(cutoff_len=256, train_on_prompt=False, mask_history=False, neat_packing=False)
+    single = SupervisedProcessor(get_template("chatml"), tiny_tokenizer, args).preprocess(ROWS)
+    rows = [{k: v[i] for k, v in single.items()} for i in range(3)]
+    padded = token_losses(model, build_collator(tiny_tokenizer)(rows))
+    free = token_losses(model, build_collator(tiny_tokenizer, padding_free=True)(rows))
+    assert free.shape == padded.shape
+    torch.testing.assert_close(free, padded, rtol=1e-4, atol=1e-4)

@@ -156,3 +156,20 @@ def test_optimizers_and_methods_lower_the_loss(tmp_path, tiny_model_dir, identit
     # Adapters on a random 2-layer model move its tiny logits slowly: a steady fall is the signal.
     assert all(later < earlier for earlier, later in zip(curve, curve[1:])), curve
     assert curve[-1] < 0.97 * curve[0], curve
+
+
+def test_padding_free_training_follows_the_padded_loss_curve(tmp_path, tiny_model_dir, identity_dir):
+    """The padding-free lever (on by default under sdpa) changes speed, not what is learned."""
+    curves = {}
+    for mode in ("true", "false"):
+        out = str(tmp_path / mode)
+        proc = run_lmf("train", "--model_name_or_path", tiny_model_dir, "--dataset_dir", identity_dir,
+                       "--output_dir", out, "--finetuning_type", "full", "--learning_rate", "1e-3",
+                       "--max_steps", "20", "--flash_attn", "sdpa", "--padding_free", mode, *COMMON,
+                       "--logging_steps", "2")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("Padding-free batches" in proc.stderr) == (mode == "true")
+        curves[mode] = losses(out)
+    assert curves["true"][-1] < 0.8 * curves["true"][0]
+    for free, padded in zip(curves["true"], curves["false"]):
+        assert abs(free - padded) < 2e-3 * max(1.0, padded), curves

@@ -131,6 +131,20 @@ def test_output_dir_is_never_overwritten_silently(tmp_path):
     assert training.resume_from_checkpoint == str(out / "checkpoint-7")
 
 
+def test_a_folder_with_only_the_web_uis_files_holds_no_results(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "training_args.yaml").write_text("stage: sft\n")  # what `lmf webui` writes before a run starts
+    (out / "running_log.txt").write_text("$ lmf train out/training_args.yaml\n")
+    _, _, training, _, _ = train_args(tmp_path)
+    assert training.resume_from_checkpoint is None
+    for results in ("trainer_state.json", "train_results.json"):
+        (out / results).write_text("{}")
+        with pytest.raises(ConfigError, match="already holds files"):
+            train_args(tmp_path)
+        (out / results).unlink()
+
+
 def test_infer_args_reject_training_keys_with_a_hint(tmp_path):
     cfg = write(tmp_path, "model_name_or_path: m\ntemplate: chatml\nlearning_rate: 1e-4\n")
     with pytest.raises(ConfigError, match="`learning_rate` is a training key"):

@@ -197,18 +197,24 @@ class TokenizerTemplate:
     """The tokenizer's own Jinja chat template, for models without a registered template.
 
     Turn boundaries come from rendering growing prefixes of the conversation, so the answer tokens (and
-    only those) are trained, whatever the template looks like.
+    only those) are trained, whatever the template looks like. `enable_thinking` (unless None) is handed to
+    the Jinja template, which reasoning models' templates read (Qwen3: false closes the prompt with an empty
+    thought) and others ignore.
     """
 
     name = "tokenizer"
     efficient_eos = False
     reasoning = False
 
+    def __init__(self, enable_thinking: bool | None = None) -> None:
+        self.enable_thinking = enable_thinking
+
     def _render(self, tokenizer: "PreTrainedTokenizerBase", conversation: list[dict[str, Any]], generation: bool,
                 tools: str | None) -> str:
         schemas = [{"type": "function", "function": t} for t in load_tools(tools)] if tools else None
+        extra = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
         return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=generation,
-                                             tools=schemas)
+                                             tools=schemas, **extra)
 
     def _pieces(self, tokenizer: "PreTrainedTokenizerBase", messages: Messages, system: str | None,
                 tools: str | None) -> list[list[int]]:
@@ -287,5 +293,7 @@ def get_template_and_fix_tokenizer(tokenizer: "PreTrainedTokenizerBase", data_ar
         if getattr(data_args, "tool_format", None):
             changes["tool_format"] = data_args.tool_format
         template = replace(template, **changes)
+    else:
+        template = TokenizerTemplate(enable_thinking=data_args.enable_thinking)
     template.fix_tokenizer(tokenizer)
     return template

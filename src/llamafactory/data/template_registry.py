@@ -63,6 +63,9 @@ GLM4 = dict(
 
 # Generic -------------------------------------------------------------------------------------------
 register(Template(name="empty", user="{{content}}", assistant="{{content}}"))
+# Plain-text few-shot prompts for base models (LlamaFactory's `template: fewshot` in its eval configs): the
+# question, then the answer, each example closed by a blank line; no system prompt, no role markers.
+register(Template(name="fewshot", user="{{content}}", assistant="{{content}}\n\n", efficient_eos=True))
 register(Template(
     name="default",
     user="Human: {{content}}\nAssistant: ",

@@ -4,8 +4,9 @@ Importing this package is cheap; `TrainingArguments` (which needs transformers) 
 """
 
 from .data_args import DataArguments
+from .evaluation_args import EvaluationArguments
 from .finetuning_args import FinetuningArguments
 from .generating_args import GeneratingArguments
 from .model_args import ModelArguments
 
-__all__ = ["DataArguments", "FinetuningArguments", "GeneratingArguments", "ModelArguments"]
+__all__ = ["DataArguments", "EvaluationArguments", "FinetuningArguments", "GeneratingArguments", "ModelArguments"]

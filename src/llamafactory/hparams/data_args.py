@@ -30,6 +30,9 @@ class DataArguments:
     eval_on_each_dataset: bool = arg(False, "Evaluate each eval dataset separately.")
     packing: bool | None = arg(None, "Pack several sft examples into each cutoff_len row.")
     neat_packing: bool = arg(False, "Pack without attention across examples (implies packing).")
+    padding_free: bool | None = arg(None, "sft training: put each batch's examples back to back in one row instead "
+                                    "of padding them, attention kept inside each example (null: on when the "
+                                    "attention kernel supports it: sdpa or flash-attention).")
     tool_format: str | None = arg(None, "Override the template's tool format.",
                                   choices=("default", "qwen", "llama3", "mistral", "glm4"))
     default_system: str | None = arg(None, "Replace the template's default system prompt.")

@@ -14,9 +14,11 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..extras.constants import RUNNING_LOG, TRAINING_ARGS_FILE
 from ..extras.errors import ConfigError, NotBuiltError, UserError
 from ..extras.logging import get_logger
 from .data_args import DataArguments
+from .evaluation_args import EvaluationArguments
 from .finetuning_args import FinetuningArguments
 from .generating_args import GeneratingArguments
 from .model_args import ModelArguments
@@ -483,8 +485,7 @@ def check_train_args(model_args: Any, data_args: Any, training_args: Any, finetu
         raise ConfigError("`mask_history` (train on the last turn only) contradicts `train_on_prompt`")
     if (data_args.packing or data_args.neat_packing) and stage not in ("pt", "sft"):
         raise ConfigError(f"`packing` / `neat_packing` work with stages pt and sft, not {stage}")
-    if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ("lora", "oft"):
-        raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora` or `oft`")
+    _check_adapter_method(model_args, finetuning_args)
     if data_args.eval_dataset and data_args.val_size > 0:
         raise ConfigError("set either `eval_dataset` or `val_size`, not both")
     if data_args.streaming and training_args.max_steps <= 0:
@@ -573,10 +574,15 @@ def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, 
     return model_args, data_args, training_args, finetuning_args
 
 
+# What `lmf webui` writes into a run folder before the run starts: the run's arguments and its printed log. A folder
+# holding only these holds no results yet (e.g. a fresh run started from the page, or one that failed early).
+RUN_FOLDER_FILES = frozenset((TRAINING_ARGS_FILE, RUNNING_LOG))
+
+
 def _protect_output_dir(training_args: Any, get_last_checkpoint: Any) -> None:
     """Never overwrite earlier results: resume from the last checkpoint or stop with a clear message."""
     out = training_args.output_dir
-    if not (training_args.do_train and os.path.isdir(out) and os.listdir(out)):
+    if not (training_args.do_train and os.path.isdir(out) and set(os.listdir(out)) - RUN_FOLDER_FILES):
         return
     if training_args.overwrite_output_dir or training_args.resume_from_checkpoint:
         return
@@ -604,6 +610,77 @@ def get_infer_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Fine
         values, origin, [ModelArguments, DataArguments, FinetuningArguments, GeneratingArguments], foreign)
     _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
              "a .gguf file")
+    _check_adapter_method(model_args, finetuning_args)
+    return model_args, data_args, finetuning_args, generating_args
+
+
+def _check_adapter_method(model_args: ModelArguments, finetuning_args: FinetuningArguments) -> None:
     if model_args.adapter_name_or_path and finetuning_args.finetuning_type not in ("lora", "oft"):
         raise ConfigError("`adapter_name_or_path` only works with `finetuning_type: lora` or `oft`")
-    return model_args, data_args, finetuning_args, generating_args
+
+
+EvalArgs = tuple[ModelArguments, DataArguments, EvaluationArguments, FinetuningArguments]
+
+
+def get_eval_args(argv: list[str]) -> EvalArgs:
+    """Arguments of `lmf eval`: the model (and adapters), the template, and the benchmark (docs/eval.md)."""
+    values, origin = read_args(argv)
+    foreign = {f.name: "is a generation setting; `lmf eval` scores answer letters and generates nothing"
+               for f in dataclasses.fields(GeneratingArguments)}
+    try:
+        from .training_args import TrainingArguments
+
+        for f in dataclasses.fields(TrainingArguments):
+            foreign.setdefault(f.name, "is a training key; `lmf eval` does not use it")
+    except ImportError:  # transformers missing: plain unknown-key messages still work
+        pass
+    model_args, data_args, eval_args, finetuning_args = parse_dataclasses(
+        values, origin, [ModelArguments, DataArguments, EvaluationArguments, FinetuningArguments], foreign)
+    _require(model_args.model_name_or_path, "model_name_or_path", "the model to evaluate: a hub id, a local folder "
+             "or a .gguf file")
+    _check_adapter_method(model_args, finetuning_args)
+    for key in ("dataset", "eval_dataset"):
+        if values.get(key):
+            logger.warning("`%s` is not used by `lmf eval`, which scores the task folders of `task_dir`; to score "
+                           "generated answers on a dataset, run `lmf train` with do_predict and then "
+                           "scripts/eval_bleu_rouge.py.", key)
+    if eval_args.n_shot < 0:
+        raise ConfigError(f"`n_shot` must be 0 or more, got {eval_args.n_shot}")
+    if eval_args.batch_size < 1:
+        raise ConfigError(f"`batch_size` must be at least 1, got {eval_args.batch_size}")
+    if eval_args.compare_base and not model_args.adapter_name_or_path:
+        raise ConfigError("`compare_base: true` compares the model with and without its adapter: set "
+                          "`adapter_name_or_path`")
+    if eval_args.eval_backend == "lm_eval":
+        if not (eval_args.lm_eval_tasks or eval_args.task):
+            raise ConfigError("missing required key `lm_eval_tasks` (comma-separated lm-eval task names, e.g. "
+                              "arc_easy,hellaswag)")
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise UserError("`eval_backend: lm_eval` needs lm-evaluation-harness, which is not installed: "
+                            "`pip install lm-eval` (or `pip install \"llamafactory[eval]\"`)")
+    else:
+        for key in ("lm_eval_tasks", "lm_eval_include_path"):
+            if getattr(eval_args, key) is not None:
+                raise ConfigError(f"`{key}` only applies to `eval_backend: lm_eval`; remove it or set that backend")
+        _require(eval_args.task, "task", "a task folder in task_dir plus its split, e.g. mmlu_test")
+    if eval_args.save_dir:
+        _prepare_eval_save_dir(eval_args.save_dir)
+    return model_args, data_args, eval_args, finetuning_args
+
+
+def _prepare_eval_save_dir(save_dir: str) -> None:
+    """Refuse a save_dir that holds files and create it now, so a folder that cannot be written is reported
+    before any model loads (the results files are still written with exclusive creation at the end)."""
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise ConfigError(f"save_dir `{save_dir}` is a file, not a folder")
+    if os.path.isdir(save_dir) and os.listdir(save_dir):
+        raise ConfigError(f"save_dir `{save_dir}` already holds files; choose a new `save_dir` (results are never "
+                          "overwritten)")
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create save_dir `{save_dir}`: {err.strerror or err}") from err
+    if not os.access(save_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"save_dir `{save_dir}` is not writable")

@@ -1,4 +1,5 @@
-"""Seq2SeqTrainer plus token throughput reporting and generated-prediction files (optimizers: TrainerMixin)."""
+"""Seq2SeqTrainer plus token throughput reporting, generated-prediction files (optimizers: TrainerMixin) and a
+loss that computes the vocabulary projection only where a label is."""
 
 from typing import Any
 
@@ -21,6 +22,44 @@ class CustomSeq2SeqTrainer(TrainerMixin, Seq2SeqTrainer):
         tokenizer = self.processing_class
         self.meter.add(*count_tokens(inputs, getattr(tokenizer, "pad_token_id", None)))
         return super().training_step(model, inputs, *args, **kwargs)
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """On padding-free batches, the LM head and cross-entropy run only at positions whose next token is a
+        label (`logits_to_keep`), not over the whole row: in sft the prompt is often half the tokens, and the
+        head is a vocabulary-wide matmul plus softmax. The sum and the normalisation are the model's own."""
+        labels = inputs.get("labels")
+        if return_outputs or labels is None or labels.shape[0] != 1 or "cu_seq_lens_q" not in inputs \
+                or not self._selective_logits(model):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch
+
+        inputs = {key: value for key, value in inputs.items() if key != "labels"}
+        targets = labels[0, 1:]
+        keep = (targets != -100).nonzero().squeeze(-1)
+        logits = model(**inputs, logits_to_keep=keep).logits[0].float()
+        scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum" if scaled else "mean")
+        if not scaled:
+            return loss
+        loss = loss / num_items_in_batch
+        if self.args.average_tokens_across_devices:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        return loss
+
+    def _selective_logits(self, model: Any) -> bool:
+        if getattr(self, "_selective", None) is None:
+            import inspect
+
+            base = self.accelerator.unwrap_model(model)
+            base = base.get_base_model() if hasattr(base, "get_base_model") else base
+            config = getattr(base, "config", None)
+            self._selective = (
+                self.label_smoother is None and self.compute_loss_func is None
+                and "logits_to_keep" in inspect.signature(base.forward).parameters
+                and not getattr(config, "output_router_logits", False)  # MoE: the model adds its auxiliary loss
+            )
+        return self._selective
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self.meter.real and "loss" in logs:

@@ -8,6 +8,7 @@ from ...data.template import get_template_and_fix_tokenizer
 from ...extras.logging import get_logger
 from ...model.loader import compute_dtype, load_model, load_tokenizer
 from ...model.model_utils.hub import resolve_model
+from ...model.model_utils.varlen_attention import enable_padding_free
 from ..trainer_utils import evaluate, train_and_save
 from .metrics import argmax_logits, similarity_scores, token_accuracy
 from .trainer import CustomSeq2SeqTrainer
@@ -26,6 +27,7 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     dtype = compute_dtype(training_args, finetuning_args, model_args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, dtype, source)
 
+    padding_free = _padding_free(model, data_args, training_args, generating)
     metrics: dict[str, Any] = {}
     if finetuning_args.compute_accuracy and not generating:
         metrics = {"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": argmax_logits}
@@ -34,7 +36,7 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
         model=model,
         args=training_args,
         data_collator=build_collator(tokenizer, model, pad_to_multiple_of=8, neat_packing=data_args.neat_packing,
-                                     padding_side="left" if generating else "right"),
+                                     padding_side="left" if generating else "right", padding_free=padding_free),
         processing_class=tokenizer,
         callbacks=callbacks,
         **metrics,
@@ -55,3 +57,17 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
         trainer.log_metrics("predict", results.metrics)
         trainer.save_metrics("predict", results.metrics)
         logger.info("Predictions saved at %s.", path)
+
+
+def _padding_free(model: Any, data_args: Any, training_args: Any, generating: bool) -> bool:
+    """Padding-free batches when asked, or by default when the attention kernel keeps examples apart cheaply."""
+    if generating or not training_args.do_train or data_args.padding_free is False:
+        return False
+    if enable_padding_free(model):
+        logger.info("Padding-free batches: each batch is one row of back-to-back examples (padding_free).")
+        return True
+    if data_args.padding_free:
+        logger.warning("padding_free with this attention kernel attends through a dense block mask, which costs "
+                       "more than padding for long rows; flash_attn: sdpa or fa2 avoids that.")
+        return True
+    return False
