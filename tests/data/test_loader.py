@@ -211,3 +211,14 @@ def test_modelscope_dataset_without_package_says_what_to_install(tmp_path, monke
     monkeypatch.setattr(builtins, "__import__", no_modelscope)
     with pytest.raises(UserError, match="dataset `remote` is on ModelScope .*: `pip install modelscope`"):
         load(tmp_path, folder, dataset="remote")
+
+
+def test_one_preprocessing_worker_means_the_main_process():
+    """datasets 5 forks a pool even for num_proc=1; one worker must stay in the main process."""
+    from types import SimpleNamespace
+
+    from llamafactory.data.loader import worker_processes
+
+    assert worker_processes(SimpleNamespace(preprocessing_num_workers=None)) is None
+    assert worker_processes(SimpleNamespace(preprocessing_num_workers=1)) is None
+    assert worker_processes(SimpleNamespace(preprocessing_num_workers=4)) == 4

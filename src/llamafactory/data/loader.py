@@ -184,7 +184,7 @@ def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any, seed
                         stage: str = "sft", report: dict[str, Any] | None = None) -> Any:
     _check_stage(attr, stage)
     dataset = _sample(_read_source(attr, model_args, data_args), attr, data_args, seed)
-    aligned = align_dataset(dataset, attr, None if data_args.streaming else data_args.preprocessing_num_workers,
+    aligned = align_dataset(dataset, attr, None if data_args.streaming else worker_processes(data_args),
                             data_args.overwrite_cache, needs_response=stage not in UNSUPERVISED_STAGES)
     return _drop_invalid(aligned, attr, data_args.streaming, report)
 
@@ -205,12 +205,19 @@ def _merge(datasets: list[Any], data_args: Any, seed: int) -> Any:
     return interleave_datasets(datasets, probabilities=probs, seed=seed, stopping_strategy=stopping)
 
 
+def worker_processes(data_args: Any) -> int | None:
+    """`num_proc` for datasets' map: 1 worker means the main process, as it did before datasets 5, which now
+    forks a one-process pool for it and pickles the whole processor and tokenizer across (seconds, for nothing)."""
+    workers = data_args.preprocessing_num_workers
+    return workers if workers and workers > 1 else None
+
+
 def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args: Any, what: str) -> Any:
     processor = get_processor(stage, template, tokenizer, data_args)
     streaming = data_args.streaming
     kwargs: dict[str, Any] = {}
     if not streaming:
-        kwargs = dict(num_proc=data_args.preprocessing_num_workers, load_from_cache_file=not data_args.overwrite_cache,
+        kwargs = dict(num_proc=worker_processes(data_args), load_from_cache_file=not data_args.overwrite_cache,
                       desc=f"Running tokenizer on {what} dataset")
     tokenized = dataset.map(processor.preprocess, batched=True, batch_size=data_args.preprocessing_batch_size,
                             remove_columns=list(ALIGNED_COLUMNS), **kwargs)

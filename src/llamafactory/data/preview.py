@@ -64,11 +64,26 @@ def padding_waste(lengths: list[int], batch_size: int, multiple: int = 8, seed: 
     return 1 - real / padded if padded else 0.0
 
 
+def token_counts(dataset: Any, key: str) -> Any:
+    """Length of every row's `key` list, read from the Arrow column (no Python objects per token)."""
+    import pyarrow.compute as pc
+
+    column = dataset.with_format("arrow")[key]  # honours any selection or shuffle of the rows
+    return pc.list_value_length(column).to_numpy(zero_copy_only=False)
+
+
+def trained_tokens(dataset: Any, label_key: str) -> int:
+    import pyarrow.compute as pc
+
+    labels = pc.list_flatten(dataset.with_format("arrow")[label_key])
+    return int(pc.sum(pc.not_equal(labels, IGNORE_INDEX)).as_py() or 0)
+
+
 def stats(dataset: Any, report: dict[str, Any], data_args: Any, training_args: Any, stage: str) -> None:
     key = "chosen_input_ids" if "chosen_input_ids" in dataset.column_names else "input_ids"
     label_key = key.replace("input_ids", "labels")
-    lengths = [len(ids) for ids in dataset[key]]
-    trained = sum(sum(label != IGNORE_INDEX for label in labels) for labels in dataset[label_key])
+    lengths = token_counts(dataset, key).tolist()
+    trained = trained_tokens(dataset, label_key)
     print(f"Stage {stage}, template {getattr(data_args, 'template', None) or 'from the tokenizer'}, "
           f"cutoff_len {data_args.cutoff_len}")
     for name, entry in report.items():

@@ -82,7 +82,7 @@ def dry_run(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     batch = training_args.per_device_train_batch_size
     if train is not None and not data_args.streaming:
         key = "chosen_input_ids" if "chosen_input_ids" in train.column_names else "input_ids"
-        longest = max(len(ids) for ids in train[key])
+        longest = int(preview.token_counts(train, key).max())
     else:
         longest = data_args.cutoff_len
     rows = batch * (2 if stage in ("rm", "dpo") else 1)

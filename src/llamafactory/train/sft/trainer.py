@@ -56,6 +56,7 @@ class CustomSeq2SeqTrainer(TrainerMixin, Seq2SeqTrainer):
             config = getattr(base, "config", None)
             self._selective = (
                 self.label_smoother is None and self.compute_loss_func is None
+                and not getattr(self.args, "use_liger_kernel", False)  # liger fuses the head with its own loss
                 and "logits_to_keep" in inspect.signature(base.forward).parameters
                 and not getattr(config, "output_router_logits", False)  # MoE: the model adds its auxiliary loss
             )
