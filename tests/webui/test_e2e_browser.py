@@ -191,13 +191,21 @@ def drive(page, url: str, model_dir: str) -> str:
         fill(page, elem, value)
     choose(page, "train-precision", "fp32")
     page.locator("#train-extra_tab").get_by_text(LABELS["extra_tab"]["en"]["label"]).click()
-    fill(page, "train-max_steps", 4)
-    fill(page, "train-logging_steps", 1)
     output_dir = page.locator("#train-output_dir textarea").input_value()
     assert output_dir.startswith(f"saves/{os.path.basename(model_dir)}/lora/train_")
-
-    page.click("#train-preview_cmd")
-    page.wait_for_selector("#train-command")
+    # Fields just revealed by opening the accordion can take a moment to accept input on a loaded machine: fill
+    # them, preview, and fill again if the preview does not show them yet.
+    for _ in range(3):
+        fill(page, "train-max_steps", 4)
+        fill(page, "train-logging_steps", 1)
+        page.click("#train-preview_cmd")
+        page.wait_for_selector("#train-command")
+        try:
+            page.wait_for_function("() => document.querySelector('#train-command').innerText.includes("
+                                   "'--max_steps 4')", timeout=5000)
+            break
+        except Exception:  # noqa: BLE001 - retried, then the assertion below reports what the page showed
+            continue
     preview = page.locator("#train-command").inner_text()
     assert "lmf train" in preview and f"--output_dir {output_dir}" in preview and "--max_steps 4" in preview
 

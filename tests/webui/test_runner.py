@@ -187,6 +187,8 @@ SERVE = textwrap.dedent("""\
     if sys.argv[1] == "signal":
         install_signal_handlers()
     print("ready", runner.proc.pid, child, flush=True)
+    if sys.argv[1] == "exit":
+        sys.stdin.readline()  # exit only once the test has seen the run alive
     if sys.argv[1] == "signal":
         try:
             while True:  # as gradio's launch() blocks
@@ -200,12 +202,16 @@ SERVE = textwrap.dedent("""\
 def test_a_run_ends_with_the_page(tmp_path, how):
     """SIGTERM to the page (its signal handler), or the page's process simply ending (atexit), ends the run."""
     script = SERVE.format(launcher=sleeper(), out=str(tmp_path / "out"))
-    page = subprocess.Popen([sys.executable, "-c", script, how], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    page = subprocess.Popen([sys.executable, "-c", script, how], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
     try:
         line = page.stdout.readline()
         assert line.startswith("ready"), line
         pids = [int(p) for p in line.split()[1:]]
         assert all(alive(pid) for pid in pids)
+        if how == "exit":
+            page.stdin.write("go\n")
+            page.stdin.flush()
         if how == "signal":
             page.send_signal(signal.SIGTERM)
         page.wait(timeout=15)
