@@ -37,7 +37,7 @@ def test_accelerate_configs_are_fsdp_configs(path):
     assert config["distributed_type"] == "FSDP" and config["fsdp_config"]["fsdp_version"] in (1, 2)
 
 
-@pytest.mark.parametrize("name", ["smollm2_lora_sft.yaml", "smollm2_lora_reward.yaml"])
+@pytest.mark.parametrize("name", ["smollm2_lora_sft.yaml", "smollm2_lora_reward.yaml", "qwen2_5vl.yaml"])
 def test_inference_example_parses(name):
     get_infer_args([os.path.join(ROOT, "examples", "inference", name)])
 

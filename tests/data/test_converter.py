@@ -2,7 +2,7 @@ import pytest
 
 from llamafactory.data.converter import convert_alpaca, convert_openai, convert_sharegpt
 from llamafactory.data.parser import get_dataset_list
-from llamafactory.extras.errors import ConfigError, NotBuiltError
+from llamafactory.extras.errors import ConfigError
 from tests.conftest import write_dataset
 
 
@@ -59,14 +59,10 @@ def test_listed_columns_replace_the_defaults(tmp_path):
     assert out["_prompt"] == [{"role": "user", "content": "plain text"}] and out["_response"] == []
 
 
-@pytest.mark.parametrize("entry,what", [
-    ({"columns": {"prompt": "instruction", "images": "images"}}, "`images` column"),
-    ({"columns": {"prompt": "instruction", "videos": "videos"}}, "`videos` column"),
-])
-def test_unbuilt_dataset_features_are_refused_not_ignored(tmp_path, entry, what):
-    folder = write_dataset(str(tmp_path), [], entry=entry)
-    with pytest.raises(NotBuiltError, match=f"{what} is not supported yet"):
-        get_dataset_list("identity", folder)
+@pytest.mark.parametrize("key", ["images", "videos", "audios"])
+def test_media_columns_are_accepted(tmp_path, key):
+    attr = attr_for(tmp_path, {"columns": {"prompt": "instruction", key: "media"}})
+    assert attr.column(key) == "media" and attr.may_have_media  # tests/data/test_mm_pipeline.py covers the rest
 
 
 def sharegpt_attr(tmp_path, **entry):

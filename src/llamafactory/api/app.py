@@ -10,7 +10,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..chat.base import RequestError
 from ..chat.hf_engine import StreamInfo
 from ..extras.logging import get_logger
+from .media import ALLOW_URLS_ENV, MAX_MB_ENV, MEDIA_DIR_ENV, MediaSettings, load_media
 from .protocol import (
     APIError,
     ChatCompletionRequest,
@@ -49,7 +50,12 @@ class Settings:
     max_concurrent: int = 1
     max_queue: int = 16
     retry_after: int = 1
-    allow_media: bool = False
+    media_dir: str | None = None  # API_MEDIA_DIR: the one folder image/audio/video paths may point into
+    allow_media_urls: bool = False  # API_ALLOW_MEDIA_URLS=1: fetch http(s) media URLs
+    max_media_bytes: int = 20 * 2**20  # API_MEDIA_MAX_MB: per media item
+
+    def media(self) -> MediaSettings:
+        return MediaSettings(self.media_dir, self.allow_media_urls, self.max_media_bytes)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -65,8 +71,16 @@ class Settings:
                 raise ConfigError(f"{name} must be an integer of at least {low}, got `{raw}`")
             return value
 
+        media_dir = os.getenv(MEDIA_DIR_ENV) or None
+        if media_dir is not None and not os.path.isdir(media_dir):
+            from ..extras.errors import ConfigError
+
+            raise ConfigError(f"{MEDIA_DIR_ENV} must name an existing folder, got `{media_dir}`")
+        allow_urls = os.getenv(ALLOW_URLS_ENV, "0").strip().lower() in ("1", "true", "yes", "y", "on")
         return cls(model_name=os.getenv("API_MODEL_NAME") or "llamafactory", api_key=os.getenv("API_KEY") or None,
-                   max_concurrent=number("MAX_CONCURRENT", 1, 1), max_queue=number("MAX_QUEUE", 16, 0))
+                   max_concurrent=number("MAX_CONCURRENT", 1, 1), max_queue=number("MAX_QUEUE", 16, 0),
+                   media_dir=media_dir, allow_media_urls=allow_urls,
+                   max_media_bytes=number(MAX_MB_ENV, 20, 1) * 2**20)
 
 
 class Limiter:
@@ -158,6 +172,7 @@ def create_app(chat_model: Any, settings: Settings | None = None) -> FastAPI:
     """The FastAPI app; `chat_model` is a ChatModel (or anything with its async methods)."""
     settings = settings or Settings()
     limiter = Limiter(settings.max_concurrent, settings.max_queue, settings.retry_after)
+    media_settings = settings.media()
 
     async def check_key(request: Request) -> None:
         if settings.api_key is None:
@@ -202,15 +217,16 @@ def create_app(chat_model: Any, settings: Settings | None = None) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Any:
         body: ChatCompletionRequest = await _parse(request, ChatCompletionRequest)
-        messages, system = to_conversation(body.messages, settings.allow_media)
+        messages, system, refs = to_conversation(body.messages)
         tools = select_tools(body)
         if chat_model.is_reward_model:
             raise APIError(400, "this server hosts a reward model: use POST /v1/score/evaluation", "model")
         if body.stream:
-            return await _stream_chat(body, messages, system, tools)
-        slot = await limiter.acquire()
+            return await _stream_chat(body, messages, system, tools, refs)
+        slot = await limiter.acquire()  # media are decoded inside the slot, so MAX_CONCURRENT bounds their memory too
         try:
-            responses = await chat_model.achat(messages, system, tools, **body.overrides())
+            media = await _load_media(refs)
+            responses = await chat_model.achat(messages, system, tools, **media, **body.overrides())
         except RequestError as err:
             raise _request_error(err) from err
         finally:
@@ -226,10 +242,17 @@ def create_app(chat_model: Any, settings: Settings | None = None) -> FastAPI:
                 "model": settings.model_name, "choices": choices,
                 "usage": _usage(responses[0].prompt_length, completion)}
 
-    async def _start_stream(agen: AsyncIterator[str]) -> tuple[Slot, list[str]]:
-        """Take a slot and the first piece before answering 200, so errors and 429 still get a proper status."""
+    async def _load_media(refs: list[Any]) -> dict[str, list[Any]]:
+        """images=/videos=/audios= only when the request has such media (decoding and downloads off the loop)."""
+        return await asyncio.to_thread(load_media, refs, media_settings) if refs else {}
+
+    async def _start_stream(make: Callable[[], Awaitable[AsyncIterator[str]]]) -> tuple[Slot, AsyncIterator[str],
+                                                                                       list[str]]:
+        """Take a slot, start the stream and take its first piece before answering 200, so errors and 429 still
+        get a proper status."""
         slot = await limiter.acquire()
         try:
+            agen = await make()
             first = [await agen.__anext__()]
         except StopAsyncIteration:
             first = []
@@ -239,13 +262,17 @@ def create_app(chat_model: Any, settings: Settings | None = None) -> FastAPI:
         except BaseException:
             await slot.release()
             raise
-        return slot, first
+        return slot, agen, first
 
     async def _stream_chat(body: ChatCompletionRequest, messages: list[dict[str, str]], system: str | None,
-                           tools: list[dict[str, Any]] | None) -> EventSourceResponse:
+                           tools: list[dict[str, Any]] | None, refs: list[Any]) -> EventSourceResponse:
         info = StreamInfo()
-        agen = chat_model.astream_chat(messages, system, tools, info=info, **body.overrides())
-        slot, first = await _start_stream(agen)
+
+        async def make() -> AsyncIterator[str]:
+            media = await _load_media(refs)  # inside the slot, like the blocking route
+            return chat_model.astream_chat(messages, system, tools, info=info, **media, **body.overrides())
+
+        slot, agen, first = await _start_stream(make)
         ident, created = _new_id("chatcmpl"), int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
@@ -299,8 +326,11 @@ def create_app(chat_model: Any, settings: Settings | None = None) -> FastAPI:
         ident, created = _new_id("cmpl"), int(time.time())
         if body.stream:
             info = StreamInfo()
-            agen = chat_model.astream_complete(prompt, info=info, **body.overrides())
-            slot, first = await _start_stream(agen)
+
+            async def make() -> AsyncIterator[str]:
+                return chat_model.astream_complete(prompt, info=info, **body.overrides())
+
+            slot, agen, first = await _start_stream(make)
 
             def chunk(text: str, finish: str | None = None) -> str:
                 return json.dumps({"id": ident, "object": "text_completion", "created": created,

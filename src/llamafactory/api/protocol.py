@@ -2,6 +2,8 @@
 not a silent conversion), and their translation into the template's roles."""
 
 import json
+import os
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -102,18 +104,68 @@ class ScoreRequest(_Strict):
     max_length: int | None = Field(None, ge=1)
 
 
-def _text(content: str | list[ContentPart] | None, index: int, allow_media: bool) -> str:
+# Content part type -> the kind of media it carries (`input_audio` holds base64 data, the others a URL).
+MEDIA_PARTS = {"image_url": "image", "video_url": "video", "audio_url": "audio", "input_audio": "audio"}
+MEDIA_KINDS = ("image", "video", "audio")
+
+
+def placeholder(kind: str) -> str:
+    """The text that stands for one image/video/audio in a message, as in the datasets (`<image>` unless
+    IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER or AUDIO_PLACEHOLDER say otherwise)."""
+    return os.getenv(f"{kind.upper()}_PLACEHOLDER") or f"<{kind}>"
+
+
+@dataclass
+class MediaRef:
+    """One media content part, not yet read: where it points and where it sits in the request (for errors)."""
+
+    kind: str  # image | video | audio
+    url: str  # a data URL, an http(s) URL, a file:// URL or a path
+    where: str  # "messages[1].content[2] (image_url)"
+    param: str  # "messages.1.content"
+    audio_format: str | None = None  # input_audio's declared format
+
+
+def _media_ref(part: ContentPart, index: int, number: int) -> MediaRef:
+    where, param = f"messages[{index}].content[{number}] ({part.type})", f"messages.{index}.content"
+    value = (part.model_extra or {}).get(part.type)
+    if part.type == "input_audio":
+        data, fmt = (value.get("data"), value.get("format")) if isinstance(value, dict) else (None, None)
+        if not isinstance(data, str) or not isinstance(fmt, str) or not fmt.isalnum():
+            raise APIError(400, f'{where}: expected {{"input_audio": {{"data": <base64>, "format": "wav"}}}}',
+                           param, "invalid_value")
+        return MediaRef("audio", f"data:audio/{fmt.lower()};base64,{data}", where, param, fmt.lower())
+    url = value.get("url") if isinstance(value, dict) else value  # some clients send the URL as a plain string
+    if not isinstance(url, str) or not url.strip():
+        raise APIError(400, f'{where}: expected {{"{part.type}": {{"url": <data URL, URL or path>}}}}', param,
+                       "invalid_value")
+    return MediaRef(MEDIA_PARTS[part.type], url.strip(), where, param)
+
+
+def _content(content: str | list[ContentPart] | None, index: int, role: str,
+             media: list[MediaRef]) -> tuple[str, list[tuple[str, str]]]:
+    """The message's text, with a placeholder where each media part was (its refs appended to `media`), and
+    the (where, text) of its text pieces, so literal placeholders can be refused once media are known."""
     if content is None or isinstance(content, str):
-        return content or ""
-    texts = []
-    for part in content:
-        if part.type == "text" and part.text is not None:
-            texts.append(part.text)
-        elif not allow_media:
-            raise APIError(400, f"messages[{index}]: `{part.type}` content is not supported: this server has no "
-                           "multimodal model support yet; send text parts only", f"messages.{index}.content",
+        return content or "", [(f"messages[{index}].content", content or "")]
+    texts, pieces = [], []
+    for number, part in enumerate(content):
+        if part.type == "text":
+            texts.append(part.text or "")
+            pieces.append((f"messages[{index}].content[{number}]", part.text or ""))
+        elif part.type in MEDIA_PARTS:
+            if role != "user":
+                raise APIError(400, f"messages[{index}].content[{number}]: `{part.type}` parts are accepted in "
+                               f"user messages only, not in a {role} message", f"messages.{index}.content",
+                               "unsupported_content")
+            ref = _media_ref(part, index, number)
+            media.append(ref)
+            texts.append(placeholder(ref.kind))
+        else:
+            raise APIError(400, f"messages[{index}].content[{number}]: unknown content part type `{part.type}`; "
+                           f"expected text, {', '.join(MEDIA_PARTS)}", f"messages.{index}.content",
                            "unsupported_content")
-    return "".join(texts)
+    return "".join(texts), pieces
 
 
 def _calls_json(message: ChatMessage, index: int) -> str:
@@ -128,15 +180,18 @@ def _calls_json(message: ChatMessage, index: int) -> str:
     return json.dumps(calls, ensure_ascii=False)
 
 
-def to_conversation(messages: list[ChatMessage], allow_media: bool = False) -> tuple[list[dict[str, str]],
-                                                                                      str | None]:
-    """OpenAI messages -> (template messages, system prompt). Consecutive tool results become one turn."""
+def to_conversation(messages: list[ChatMessage]) -> tuple[list[dict[str, str]], str | None, list[MediaRef]]:
+    """OpenAI messages -> (template messages, system prompt, media parts in order of appearance). Each media part
+    becomes its kind's placeholder at its place in the text; consecutive tool results become one turn."""
     if not messages:
         raise APIError(400, "`messages` is empty: send at least one user message", "messages")
     system = None
     out: list[dict[str, str]] = []
+    media: list[MediaRef] = []
+    pieces: list[tuple[str, str]] = []
     for i, message in enumerate(messages):
-        content = _text(message.content, i, allow_media)
+        content, message_pieces = _content(message.content, i, message.role, media)
+        pieces += message_pieces
         if message.role in ("system", "developer"):
             if i != 0:
                 raise APIError(400, f"messages[{i}]: a system message may only come first", f"messages.{i}.role")
@@ -151,6 +206,14 @@ def to_conversation(messages: list[ChatMessage], allow_media: bool = False) -> t
             out[-1]["content"] += "\n" + content
         else:
             out.append({"role": "observation", "content": content})
+    if media:  # a typed placeholder would be taken for one more media item than the request carries
+        for where, text in pieces:
+            for kind in MEDIA_KINDS:
+                if placeholder(kind) in text:
+                    index = where.split("[")[1].split("]")[0]
+                    raise APIError(400, f"{where}: the text contains `{placeholder(kind)}`, which stands for a "
+                                   f"{kind} part in a request with media; send the {kind} as a content part "
+                                   "instead", f"messages.{index}.content", "invalid_value")
     user_side = ("user", "observation")
     for i, message in enumerate(out):
         if (message["role"] in user_side) != (i % 2 == 0):
@@ -159,7 +222,7 @@ def to_conversation(messages: list[ChatMessage], allow_media: bool = False) -> t
                            "messages")
     if not out or out[-1]["role"] not in user_side:
         raise APIError(400, "the last message must come from the user (or be a tool result)", "messages")
-    return out, system
+    return out, system, media
 
 
 def select_tools(request: ChatCompletionRequest) -> list[dict[str, Any]] | None:

@@ -58,13 +58,19 @@ class ChatModel:
 
     # ------------------------------------------------------------------------------------ blocking
     def chat(self, messages: list[dict[str, str]], system: str | None = None, tools: Any = None,
+             images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
              **overrides: Any) -> list[Response]:
-        """Answers (n of them) to a conversation ending with a user turn; tool calls parsed when `tools` is set."""
-        return self.engine.chat(messages, system, tools, **overrides)
+        """Answers (n of them) to a conversation ending with a user turn; tool calls parsed when `tools` is set.
+
+        Media (paths, PIL images, bytes; a video may be a list of frames) go with a multimodal model: each
+        `<image>` / `<video>` / `<audio>` placeholder in the messages stands for the next item, in order."""
+        return self.engine.chat(messages, system, tools, images=images, videos=videos, audios=audios, **overrides)
 
     def stream_chat(self, messages: list[dict[str, str]], system: str | None = None, tools: Any = None,
-                    **overrides: Any) -> Iterator[str]:
-        yield from self.engine.stream_chat(messages, system, tools, **overrides)
+                    images: list[Any] | None = None, videos: list[Any] | None = None,
+                    audios: list[Any] | None = None, **overrides: Any) -> Iterator[str]:
+        yield from self.engine.stream_chat(messages, system, tools, images=images, videos=videos, audios=audios,
+                                           **overrides)
 
     def complete(self, prompt: str, **overrides: Any) -> list[Response]:
         """Continue a plain prompt (no chat template)."""
@@ -82,7 +88,7 @@ class ChatModel:
     # ------------------------------------------------------------------------------------ async twins
     async def achat(self, messages: list[dict[str, str]], system: str | None = None, tools: Any = None,
                     **overrides: Any) -> list[Response]:
-        return await asyncio.to_thread(self.chat, messages, system, tools, **overrides)
+        return await asyncio.to_thread(self.chat, messages, system, tools, **overrides)  # media ride in overrides
 
     async def acomplete(self, prompt: str, **overrides: Any) -> list[Response]:
         return await asyncio.to_thread(self.complete, prompt, **overrides)

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.mm_plugin import get_mm_plugin
 from ..data.template import get_template_and_fix_tokenizer
 from ..extras.logging import get_logger
-from ..model.loader import compute_dtype, load_model, load_tokenizer
+from ..model.loader import compute_dtype, load_model, load_processor, load_tokenizer
 from ..model.model_utils.hub import resolve_model
 from .base import RequestError, RequestSettings, Response, resolve_settings
 
@@ -115,6 +116,8 @@ class HuggingfaceEngine:
         source = resolve_model(model_args)
         self.tokenizer = load_tokenizer(model_args, source)
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
+        self.processor = load_processor(model_args, self.tokenizer, source)
+        self.plugin = get_mm_plugin(self.template.mm_plugin)
         dtype = compute_dtype(None, finetuning_args, model_args)
         # Rule: `stage: rm` in an inference config loads a reward model (its value head is required); any other
         # stage loads a generating model. PPO outputs also carry a value head, so the folder alone cannot decide.
@@ -140,11 +143,31 @@ class HuggingfaceEngine:
 
     # ------------------------------------------------------------------------------------ prompts
     def encode_chat(self, messages: list[dict[str, str]], system: str | None = None, tools: Any = None) -> list[int]:
+        return self.prepare_chat(messages, system, tools)[0]
+
+    def prepare_chat(self, messages: list[dict[str, str]], system: str | None = None, tools: Any = None,
+                     images: list[Any] | None = None, videos: list[Any] | None = None,
+                     audios: list[Any] | None = None) -> tuple[list[int], dict[str, Any]]:
+        """Prompt ids, and the media tensors the model's forward takes with them (empty for text)."""
         check_messages(messages)
+        media = bool(images or videos or audios)
         try:
-            return self.template.encode_prompt(self.tokenizer, messages, system, _tools_text(tools))
-        except (ValueError, TypeError, KeyError) as err:
-            raise RequestError(str(err), "tools" if tools else "messages") from err
+            if media or self.plugin.kinds:
+                # Placeholders become the model's media tokens; with no media this only checks that the text
+                # holds no stray placeholder.
+                messages = self.plugin.expand_messages(messages, images, videos, audios, self.processor)
+            prompt = self.template.encode_prompt(self.tokenizer, messages, system, _tools_text(tools))
+        except (ValueError, TypeError, KeyError, OSError, ImportError) as err:
+            raise RequestError(str(err), "tools" if tools and not media else "messages") from err
+        if not media:
+            return prompt, {}
+        try:
+            prompt, _ = self.plugin.expand_ids(prompt, None, images, videos, audios, self.tokenizer, self.processor)
+            counts = [(len(images or ()), len(videos or ()), len(audios or ()))]
+            extra = self.plugin.mm_inputs(images, videos, audios, self.processor, counts=counts, input_ids=[prompt])
+        except (ValueError, TypeError, OSError, ImportError) as err:
+            raise RequestError(str(err), "messages") from err
+        return prompt, extra
 
     def encode_text(self, prompt: str) -> list[int]:
         if not isinstance(prompt, str) or not prompt:
@@ -177,7 +200,7 @@ class HuggingfaceEngine:
         return wanted
 
     def _generate_kwargs(self, prompt: list[int], settings: RequestSettings, events: tuple[threading.Event, ...],
-                         streamer: Any = None) -> dict[str, Any]:
+                         streamer: Any = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         import torch
         from transformers import StoppingCriteriaList
 
@@ -191,7 +214,20 @@ class HuggingfaceEngine:
                       stopping_criteria=StoppingCriteriaList([criteria]))
         if streamer is not None:
             kwargs["streamer"] = streamer
+        kwargs.update(self._media_inputs(extra or {}))
         return kwargs
+
+    def _media_inputs(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Media tensors on the model's device; floating ones (pixels, audio features) in the model's dtype."""
+        import torch
+
+        dtype = self.model.dtype
+        moved = {}
+        for key, value in extra.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.model.device, dtype=dtype if value.is_floating_point() else None)
+            moved[key] = value
+        return moved
 
     def _run_generate(self, kwargs: dict[str, Any], seed: int | None) -> Any:
         import torch
@@ -205,10 +241,12 @@ class HuggingfaceEngine:
                 set_seed(seed)
                 return self.model.generate(**kwargs)
 
-    def generate(self, prompt: list[int], parse_tools: bool = False, **overrides: Any) -> list[Response]:
+    def generate(self, prompt: list[int], parse_tools: bool = False, extra: dict[str, Any] | None = None,
+                 **overrides: Any) -> list[Response]:
+        """`extra`: media tensors from prepare_chat."""
         self._require_generation()
         settings = resolve_settings(self.generating_args, overrides)
-        output = self._run_generate(self._generate_kwargs(prompt, settings, ()), settings.seed)
+        output = self._run_generate(self._generate_kwargs(prompt, settings, (), extra=extra), settings.seed)
         skip = settings.generating.skip_special_tokens
         responses = []
         for row in output[:, len(prompt):].tolist():
@@ -224,7 +262,7 @@ class HuggingfaceEngine:
         return responses
 
     def stream(self, prompt: list[int], cancel: threading.Event | None = None, info: StreamInfo | None = None,
-               **overrides: Any) -> Iterator[str]:
+               extra: dict[str, Any] | None = None, **overrides: Any) -> Iterator[str]:
         """Text pieces as they are generated. Setting `cancel` (or closing this generator) stops generation."""
         self._require_generation()
         settings = resolve_settings(self.generating_args, overrides)
@@ -235,7 +273,7 @@ class HuggingfaceEngine:
         info = info or StreamInfo()
         info.prompt_length = len(prompt)
         streamer = _TokenStreamer(self.tokenizer, self.stop_ids, settings.generating.skip_special_tokens)
-        kwargs = self._generate_kwargs(prompt, settings, (cancel, finished), streamer)
+        kwargs = self._generate_kwargs(prompt, settings, (cancel, finished), streamer, extra)
         failure: list[BaseException] = []
 
         def run() -> None:
@@ -272,15 +310,17 @@ class HuggingfaceEngine:
 
     # ------------------------------------------------------------------------------------ chat
     def chat(self, messages: list[dict[str, str]], system: str | None = None, tools: Any = None,
+             images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
              **overrides: Any) -> list[Response]:
-        prompt = self.encode_chat(messages, system, tools)
-        return self.generate(prompt, parse_tools=bool(tools), **overrides)
+        prompt, extra = self.prepare_chat(messages, system, tools, images, videos, audios)
+        return self.generate(prompt, parse_tools=bool(tools), extra=extra, **overrides)
 
     def stream_chat(self, messages: list[dict[str, str]], system: str | None = None, tools: Any = None,
                     cancel: threading.Event | None = None, info: StreamInfo | None = None,
+                    images: list[Any] | None = None, videos: list[Any] | None = None, audios: list[Any] | None = None,
                     **overrides: Any) -> Iterator[str]:
-        prompt = self.encode_chat(messages, system, tools)
-        yield from self.stream(prompt, cancel, info, **overrides)
+        prompt, extra = self.prepare_chat(messages, system, tools, images, videos, audios)
+        yield from self.stream(prompt, cancel, info, extra=extra, **overrides)
 
     # ------------------------------------------------------------------------------------ scoring
     def get_scores(self, texts: list[str], max_length: int | None = None) -> list[float]:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from ..extras.envs import media_placeholders
 from ..extras.errors import ConfigError, UserError
 
 Messages = list[dict[str, str]]
@@ -35,9 +36,12 @@ def _tools(text: str) -> list[dict[str, Any]] | None:
 
 
 def respond(chat_model: Any, query: str, shown: list[dict[str, str]], conversation: Messages, system: str,
-            tools_text: str, max_new_tokens: int, top_p: float, temperature: float
+            tools_text: str, max_new_tokens: int, top_p: float, temperature: float, image: Any = None
             ) -> Iterator[tuple[list[dict[str, str]], Messages, str]]:
-    """One turn: stream the answer into the page; a tool call waits for its result as the next message."""
+    """One turn: stream the answer into the page; a tool call waits for its result as the next message.
+
+    An `image` (multimodal models) goes with this message: the message gets the `<image>` placeholder and keeps
+    the image, so later turns send every image of the conversation again, in order."""
     query = query.strip()
     if not query:
         yield shown, conversation, ""
@@ -48,11 +52,18 @@ def respond(chat_model: Any, query: str, shown: list[dict[str, str]], conversati
         yield shown + [{"role": "assistant", "content": f"⚠️ {err}"}], conversation, query
         return
     awaiting_result = bool(conversation) and conversation[-1]["role"] == "function"
-    conversation = conversation + [{"role": "observation" if awaiting_result else "user", "content": query}]
-    shown = shown + [{"role": "user", "content": query}, {"role": "assistant", "content": ""}]
+    message: dict[str, Any] = {"role": "observation" if awaiting_result else "user", "content": query}
+    if image is not None:
+        message.update(content=media_placeholders()["images"] + query, images=[image])
+    conversation = conversation + [message]
+    shown = shown + [{"role": "user", "content": ("🖼️ " if image is not None else "") + query},
+                     {"role": "assistant", "content": ""}]
+    images = [picture for m in conversation for picture in m.get("images", [])]
     answer = ""
     overrides = {"max_new_tokens": int(max_new_tokens), "top_p": float(top_p), "temperature": float(temperature),
                  "do_sample": float(temperature) > 0}
+    if images:
+        overrides["images"] = images
     for piece in chat_model.stream_chat(conversation, system or None, tools, **overrides):
         answer += piece
         shown[-1] = {"role": "assistant", "content": answer}
@@ -74,7 +85,11 @@ def build_demo(chat_model: Any) -> Any:
     with gr.Blocks(title="llamafactory chat") as demo:
         chatbot = gr.Chatbot(height=480, label="Chat")
         conversation = gr.State([])
+        engine = chat_model.engine  # a text-only model under a multimodal template (gemma3 1B) has no processor
+        takes_images = "images" in engine.plugin.kinds and engine.processor is not None
         with gr.Row():
+            image = gr.Image(type="pil", label="Image (sent with the next message)", scale=1,
+                             visible=takes_images)
             query = gr.Textbox(placeholder="Type a message and press Enter", scale=4, show_label=False)
             clear = gr.Button("Clear history", scale=1)
         with gr.Accordion("Settings", open=False):
@@ -86,10 +101,11 @@ def build_demo(chat_model: Any) -> Any:
                                     label="Temperature (0 = greedy)")
 
         def on_submit(*args: Any) -> Iterator[Any]:
-            yield from respond(chat_model, *args)
+            for shown, state, text in respond(chat_model, *args):
+                yield shown, state, text, None  # the image went with this message; clear the picker
 
-        query.submit(on_submit, [query, chatbot, conversation, system, tools, max_new_tokens, top_p, temperature],
-                     [chatbot, conversation, query])
+        query.submit(on_submit, [query, chatbot, conversation, system, tools, max_new_tokens, top_p, temperature,
+                                 image], [chatbot, conversation, query, image])
         clear.click(lambda: ([], []), None, [chatbot, conversation])
     return demo
 

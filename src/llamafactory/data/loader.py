@@ -11,9 +11,9 @@ from ..extras import envs
 from ..extras.errors import ConfigError, NotBuiltError, UserError
 from ..extras.logging import get_logger
 from ..extras.network import hub_online
-from .converter import ALIGNED_COLUMNS, align_dataset
+from .converter import ALIGNED_COLUMNS, MEDIA_COLUMNS, MEDIA_ORIGIN, MediaSource, align_dataset, with_media_columns
 from .parser import DatasetAttr, get_dataset_list
-from .processor import get_processor
+from .processor import MEDIA_CUT, get_processor
 
 logger = get_logger(__name__)
 
@@ -184,8 +184,10 @@ def load_single_dataset(attr: DatasetAttr, model_args: Any, data_args: Any, seed
                         stage: str = "sft", report: dict[str, Any] | None = None) -> Any:
     _check_stage(attr, stage)
     dataset = _sample(_read_source(attr, model_args, data_args), attr, data_args, seed)
+    media = MediaSource(os.path.abspath(data_args.media_dir or data_args.dataset_dir),
+                        allow_urls=data_args.media_allow_urls, cache_dir=model_args.cache_dir or envs.cache_dir())
     aligned = align_dataset(dataset, attr, None if data_args.streaming else worker_processes(data_args),
-                            data_args.overwrite_cache, needs_response=stage not in UNSUPERVISED_STAGES)
+                            data_args.overwrite_cache, needs_response=stage not in UNSUPERVISED_STAGES, media=media)
     return _drop_invalid(aligned, attr, data_args.streaming, report)
 
 
@@ -194,6 +196,8 @@ def _merge(datasets: list[Any], data_args: Any, seed: int) -> Any:
 
     if len(datasets) == 1:
         return datasets[0]
+    if any(MEDIA_COLUMNS[0] in (d.column_names or []) for d in datasets):  # text and media datasets mixed
+        datasets = [with_media_columns(d) for d in datasets]
     strategy = data_args.mix_strategy
     if strategy == "concat":
         return concatenate_datasets(datasets)
@@ -212,15 +216,18 @@ def worker_processes(data_args: Any) -> int | None:
     return workers if workers and workers > 1 else None
 
 
-def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args: Any, what: str) -> Any:
-    processor = get_processor(stage, template, tokenizer, data_args)
+def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args: Any, what: str,
+              mm_processor: Any = None) -> Any:
+    processor = get_processor(stage, template, tokenizer, data_args, mm_processor)
     streaming = data_args.streaming
     kwargs: dict[str, Any] = {}
     if not streaming:
         kwargs = dict(num_proc=worker_processes(data_args), load_from_cache_file=not data_args.overwrite_cache,
                       desc=f"Running tokenizer on {what} dataset")
+    columns = dataset.column_names  # None for a mapped stream, which ignores absent columns
+    remove = list(ALIGNED_COLUMNS) + [c for c in (*MEDIA_COLUMNS, MEDIA_ORIGIN) if columns is None or c in columns]
     tokenized = dataset.map(processor.preprocess, batched=True, batch_size=data_args.preprocessing_batch_size,
-                            remove_columns=list(ALIGNED_COLUMNS), **kwargs)
+                            remove_columns=remove, **kwargs)
     if streaming:
         return tokenized
     if stage != "pt":
@@ -228,10 +235,31 @@ def _tokenize(dataset: Any, stage: str, template: Any, tokenizer: Any, data_args
         if dropped:
             logger.warning("Dropped %d of %d %s examples that stage %s cannot use (no answer, or not the "
                            "shape it needs).", dropped, len(dataset), what, stage)
+    tokenized = _drop_media_cut(tokenized, data_args, what)
     if len(tokenized) == 0:
         raise ConfigError(f"no usable {what} examples: every row lacks text, an answer or a prompt")
     logger.info("Tokenized %s example:\n%s", what, processor.describe(tokenized[0]))
     return tokenized
+
+
+def _drop_media_cut(tokenized: Any, data_args: Any, what: str) -> Any:
+    """Remove the examples whose media tokens cutoff_len would cut, or that keep no answer after them (the processor
+    flags them in `_media_cut`; streamed ones it skips itself): a model cannot take part of an image, an example
+    without its image tokens would no longer match its images, and one without an answer trains nothing."""
+    if MEDIA_CUT not in tokenized.column_names:
+        return tokenized
+    cut = sum(tokenized[MEDIA_CUT])
+    if not cut:
+        return tokenized.remove_columns(MEDIA_CUT)
+    if cut == len(tokenized):
+        raise ConfigError(f"every {what} example is longer than cutoff_len ({data_args.cutoff_len}) inside its "
+                          "image/video/audio tokens; raise cutoff_len or lower image_max_pixels")
+    logger.warning("Dropped %d of %d %s examples: cutoff_len (%d) would cut inside their image/video/audio tokens "
+                   "(or leave no answer after them); raise cutoff_len or lower image_max_pixels / video_maxlen to "
+                   "keep them.",
+                   cut, len(tokenized), what, data_args.cutoff_len)
+    return tokenized.filter(lambda flags: [not f for f in flags], input_columns=MEDIA_CUT,
+                            batched=True).remove_columns(MEDIA_CUT)
 
 
 def _load(names: str | None, model_args: Any, data_args: Any, training_args: Any, stage: str,
@@ -291,8 +319,11 @@ def _save_tokenized(module: dict[str, Any], path: str) -> None:
 
 
 def get_dataset(template: Any, model_args: Any, data_args: Any, training_args: Any, stage: str,
-                tokenizer: Any, report: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`train_dataset` / `eval_dataset` ready for a Trainer (eval_dataset is a dict with eval_on_each_dataset)."""
+                tokenizer: Any, report: dict[str, Any] | None = None, processor: Any = None) -> dict[str, Any]:
+    """`train_dataset` / `eval_dataset` ready for a Trainer (eval_dataset is a dict with eval_on_each_dataset).
+
+    `processor` is the model's Hugging Face processor (multimodal models): with a multimodal template, rows keep
+    `images`/`videos`/`audios` path columns and their placeholders are expanded into the model's media tokens."""
     path = data_args.tokenized_path
     if training_args.local_process_index != 0 and data_args.overwrite_cache:
         data_args = copy.copy(data_args)  # the main process has just rebuilt the cache: reuse it, never redo it
@@ -302,14 +333,14 @@ def get_dataset(template: Any, model_args: Any, data_args: Any, training_args: A
     with training_args.main_process_first(desc="load and tokenize dataset", local=True):
         if path and os.path.isdir(path) and os.listdir(path):
             return _from_tokenized_path(path)
-        module = _build(template, model_args, data_args, training_args, stage, tokenizer, report)
+        module = _build(template, model_args, data_args, training_args, stage, tokenizer, report, processor)
         if path and not data_args.streaming and training_args.should_save:
             _save_tokenized(module, path)  # inside the block, so the other processes load it afterwards
     return module
 
 
 def _build(template: Any, model_args: Any, data_args: Any, training_args: Any, stage: str, tokenizer: Any,
-           report: dict[str, Any] | None) -> dict[str, Any]:
+           report: dict[str, Any] | None, processor: Any = None) -> dict[str, Any]:
     """Load, merge, split and tokenize; called by one process first, then by the others from its cache."""
     seed = training_args.seed
     train = eval_ = None
@@ -321,15 +352,15 @@ def _build(template: Any, model_args: Any, data_args: Any, training_args: Any, s
             train, eval_ = _split_off_eval(train, data_args, seed)
         if data_args.streaming:
             train = train.shuffle(buffer_size=data_args.buffer_size, seed=seed)
-        train = _tokenize(train, stage, template, tokenizer, data_args, "training")
+        train = _tokenize(train, stage, template, tokenizer, data_args, "training", processor)
     if evals:
         if data_args.eval_on_each_dataset:
-            eval_ = {name: _tokenize(d, stage, template, tokenizer, data_args, f"evaluation ({name})")
+            eval_ = {name: _tokenize(d, stage, template, tokenizer, data_args, f"evaluation ({name})", processor)
                      for name, d in evals}
         else:
             eval_ = _merge([d for _, d in evals], data_args, seed)
     if eval_ is not None and not isinstance(eval_, dict):
-        eval_ = _tokenize(eval_, stage, template, tokenizer, data_args, "evaluation")
+        eval_ = _tokenize(eval_, stage, template, tokenizer, data_args, "evaluation", processor)
     module: dict[str, Any] = {}
     if train is not None:
         module["train_dataset"] = train

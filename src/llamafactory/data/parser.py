@@ -7,7 +7,7 @@ from typing import Any
 
 from ..extras import envs
 from ..extras.constants import DATA_CONFIG
-from ..extras.errors import ConfigError, NotBuiltError
+from ..extras.errors import ConfigError
 
 FORMATS = ("alpaca", "sharegpt", "openai")
 COLUMN_DEFAULTS = {
@@ -15,8 +15,8 @@ COLUMN_DEFAULTS = {
     "sharegpt": {"messages": "conversations"},
     "openai": {"messages": "messages"},
 }
-# Column keys whose data the pipeline cannot use yet: refused rather than dropped.
-UNBUILT_COLUMNS = ("images", "videos", "audios")
+# Columns that hold media paths (a list of paths, or one path, per row); see converter.py.
+MEDIA_KEYS = ("images", "videos", "audios")
 COLUMN_KEYS = ("prompt", "query", "response", "history", "messages", "system", "tools", "images", "videos",
                "audios", "chosen", "rejected", "kto_tag")
 TAG_KEYS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag",
@@ -43,6 +43,11 @@ class DatasetAttr:
 
     def column(self, key: str) -> str | None:
         return self.columns.get(key)
+
+    @property
+    def may_have_media(self) -> bool:
+        """Rows can carry media: a media column is named, or OpenAI content parts may hold images/audio/video."""
+        return self.formatting == "openai" or any(self.columns.get(key) for key in MEDIA_KEYS)
 
 
 def _read_dataset_info(dataset_dir: str) -> dict[str, Any]:
@@ -114,9 +119,6 @@ def _parse_entry(name: str, entry: Any, dataset_dir: str, info_path: str) -> Dat
             if key not in COLUMN_KEYS:
                 raise ConfigError(f"{where}: unknown column key `{key}`; valid: {', '.join(COLUMN_KEYS)}")
             columns[key] = value
-    unbuilt = [k for k, v in columns.items() if k in UNBUILT_COLUMNS and v]
-    if unbuilt:
-        raise NotBuiltError(f"{where}: the `{unbuilt[0]}` column is not supported yet; remove it from `columns`")
     tags = entry.get("tags") or {}
     for key in tags:
         if key not in TAG_KEYS:

@@ -45,6 +45,7 @@ class Template:
     reasoning: bool = False  # a thinking model: thought blocks follow the rules below
     thought_words: tuple[str, str] = ("<think>\n", "\n</think>\n\n")
     aliases: tuple[str, ...] = ()
+    mm_plugin: str = "base"  # how media placeholders become the model's tokens (data/mm_plugin.py)
     # Set per run from DataArguments:
     enable_thinking: bool | None = field(default=True, compare=False)
     preserve_thinking: bool = field(default=False, compare=False)
@@ -205,6 +206,7 @@ class TokenizerTemplate:
     name = "tokenizer"
     efficient_eos = False
     reasoning = False
+    mm_plugin = "base"
 
     def __init__(self, enable_thinking: bool | None = None) -> None:
         self.enable_thinking = enable_thinking

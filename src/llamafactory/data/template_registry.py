@@ -143,7 +143,7 @@ register(Template(
 # Gemma ---------------------------------------------------------------------------------------------
 register(Template(name="gemma", **GEMMA))
 register(Template(name="gemma2", **GEMMA))
-register(Template(name="gemma3", **GEMMA))
+register(Template(name="gemma3", mm_plugin="gemma3", **GEMMA))
 
 # Phi -----------------------------------------------------------------------------------------------
 register(Template(
@@ -281,4 +281,36 @@ register(Template(
     name="cpm4",
     prefix="{{bos_token}}",
     **CHATML,
+))
+
+# Multimodal -----------------------------------------------------------------------------------------
+# Each names the plugin (data/mm_plugin.py) that turns <image>/<video>/<audio> placeholders into its model's
+# tokens. Plain conversations render as the model's own chat template does (tests/data/test_mm_templates.py).
+# LLaVA-1.5 / LLaVA-NeXT (vicuna): as llava-hf's chat template, except that an answer ends with </s> (as LLaVA
+# was trained) where that template writes a space, so a fine-tuned model learns to stop.
+LLAVA = dict(
+    user="USER: {{content}} ASSISTANT:",
+    assistant=" {{content}}{{eos_token}}",
+    system="{{content}} ",
+)
+register(Template(name="llava", mm_plugin="llava", **LLAVA))
+register(Template(name="llava_next", mm_plugin="llava_next", **LLAVA))
+register(Template(name="qwen2_vl", default_system="You are a helpful assistant.", mm_plugin="qwen2_vl", **QWEN))
+register(Template(name="qwen3_vl", reasoning=True, mm_plugin="qwen3_vl", **QWEN))  # the Thinking models
+register(Template(name="qwen3_vl_nothink", mm_plugin="qwen3_vl", **QWEN))  # the Instruct models
+register(Template(name="qwen2_audio", default_system="You are a helpful assistant.", mm_plugin="qwen2_audio",
+                  **CHATML))
+# Llama 3.2 Vision: the llama3 format. Its chat template allows no system prompt with images and, for text-only
+# chats, writes a system turn with knowledge and today's dates, which this template leaves out.
+register(Template(name="mllama", mm_plugin="mllama", **LLAMA3))
+# PaliGemma has no chat format: a prompt ends with a newline, the answer with eos (the processor's prefix and
+# suffix); the plugin puts the image tokens before <bos>.
+register(Template(
+    name="paligemma",
+    prefix="{{bos_token}}",
+    user="{{content}}\n",
+    assistant="{{content}}{{eos_token}}",
+    system="{{content}}\n",
+    system_in_user=True,
+    mm_plugin="paligemma",
 ))

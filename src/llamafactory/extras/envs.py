@@ -67,3 +67,13 @@ def cache_dir() -> str:
     """LLAMAFACTORY_CACHE: where converted models are kept (default ~/.cache/llamafactory)."""
     default = os.path.join(os.getenv("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "llamafactory")
     return os.getenv("LLAMAFACTORY_CACHE", default)
+
+
+MEDIA_PLACEHOLDERS = {"images": ("IMAGE_PLACEHOLDER", "<image>"), "videos": ("VIDEO_PLACEHOLDER", "<video>"),
+                      "audios": ("AUDIO_PLACEHOLDER", "<audio>")}
+
+
+def media_placeholders() -> dict[str, str]:
+    """IMAGE_PLACEHOLDER / VIDEO_PLACEHOLDER / AUDIO_PLACEHOLDER: the text that stands for one image / video /
+    audio in a message (defaults `<image>`, `<video>`, `<audio>`), keyed "images", "videos", "audios"."""
+    return {kind: os.getenv(name) or default for kind, (name, default) in MEDIA_PLACEHOLDERS.items()}

@@ -11,7 +11,10 @@ class DataArguments:
     dataset: str | None = arg(None, "Comma-separated dataset names from dataset_info.json.")
     eval_dataset: str | None = arg(None, "Comma-separated evaluation dataset names.")
     dataset_dir: str = arg("data", "Folder with dataset_info.json and the data files.")
-    media_dir: str | None = arg(None, "Folder media paths are resolved against.", planned=True)
+    media_dir: str | None = arg(None, "Folder that relative image/video/audio paths are resolved against "
+                                "(null: dataset_dir).")
+    media_allow_urls: bool = arg(False, "Allow http(s) URLs as media paths (downloaded once into the cache); "
+                                 "off by default so a dataset cannot make training fetch from the network.")
     cutoff_len: int = arg(2048, "Longest tokenized example; longer ones are truncated.")
     train_on_prompt: bool = arg(False, "Compute the loss on prompt tokens too.")
     mask_history: bool = arg(False, "Train on the last turn only.")

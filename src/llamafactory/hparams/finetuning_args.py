@@ -16,9 +16,12 @@ class FinetuningArguments:
     use_llama_pro: bool = arg(False, "Freeze tuning of LLaMA Pro blocks (see scripts/llama_pro.py).")
     use_adam_mini: bool = arg(False, "Use the Adam-mini optimizer.")
     use_muon: bool = arg(False, "Use the Muon optimizer.")
-    freeze_vision_tower: bool = arg(True, "Keep the vision tower frozen.", planned=True)
-    freeze_multi_modal_projector: bool = arg(True, "Keep the multimodal projector frozen.", planned=True)
-    freeze_language_model: bool = arg(False, "Keep the language model frozen.", planned=True)
+    freeze_vision_tower: bool = arg(True, "Multimodal models: keep the vision (or audio) tower frozen; false "
+                                    "trains it (in full, or with LoRA under `lora_target: all`).")
+    freeze_multi_modal_projector: bool = arg(True, "Multimodal models: keep the projector frozen; false trains it "
+                                             "in full (with LoRA: saved with the adapter).")
+    freeze_language_model: bool = arg(False, "Multimodal models: keep the language model frozen (an error on a "
+                                      "text-only model).")
     compute_accuracy: bool = arg(False, "Report token accuracy in evaluation.")
     disable_shuffling: bool = arg(False, "Keep the training data in order.")
     early_stopping_steps: int | None = arg(None, "Stop when the eval metric stalls this many times.",

@@ -6,6 +6,7 @@ from typing import Any
 from ..extras.errors import UserError
 from ..extras.logging import get_logger
 from .adapter import init_adapter
+from .model_utils import visual
 from .model_utils.hub import ModelSource, resolve_model
 from .model_utils.quantization import quantization_kwargs
 from .patcher import add_tokens, attn_implementation, patch_config, patch_model, print_param_status, resize_embeddings
@@ -40,6 +41,74 @@ def load_tokenizer(model_args: Any, source: ModelSource | None = None) -> Any:
     return tokenizer
 
 
+# ModelArguments keys copied onto the processor, where the data side's multimodal plugins read them.
+PROCESSOR_SETTINGS = ("image_max_pixels", "image_min_pixels", "image_do_pan_and_scan", "video_max_pixels",
+                      "video_min_pixels", "video_fps", "video_maxlen", "audio_sampling_rate")
+
+
+def load_processor(model_args: Any, tokenizer: Any, source: ModelSource | None = None) -> Any:
+    """The Hugging Face processor of a multimodal model folder, or None for a text-only model (decided from
+    its config.json, without loading the processor). The processor uses `tokenizer` (ours, with any added
+    tokens) and carries the processor settings of `model_args` as attributes of the same names."""
+    from transformers import AutoConfig
+
+    source = source or resolve_model(model_args)
+    config = None
+    if not source.gguf_file:  # GGUF files hold text-only models
+        try:
+            config = AutoConfig.from_pretrained(source.path, **_init_kwargs(model_args, source))
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read the config of `{model_args.model_name_or_path}`: "
+                            f"{' '.join(str(err).split())[:300]}") from err
+    if config is None or not visual.is_multimodal(config):
+        _warn_unused_settings(model_args)
+        return None
+    processor = _auto_processor(model_args, source, config, tokenizer)
+    processor.tokenizer = tokenizer  # same vocabulary as the folder's copy; ours carries the added tokens
+    for key in PROCESSOR_SETTINGS:
+        if hasattr(model_args, key):
+            setattr(processor, key, getattr(model_args, key))
+    return processor
+
+
+def _warn_unused_settings(model_args: Any) -> None:
+    """Processor settings on a text-only model are harmless but likely a mistake: say so once."""
+    from dataclasses import fields, is_dataclass
+
+    if not is_dataclass(model_args):
+        return
+    changed = [f.name for f in fields(model_args)
+               if f.name in PROCESSOR_SETTINGS and getattr(model_args, f.name) != f.default]
+    if changed:
+        logger.warning("%s: ignored, `%s` is a text-only model.", ", ".join(changed), model_args.model_name_or_path)
+
+
+def _auto_processor(model_args: Any, source: ModelSource, config: Any, tokenizer: Any) -> Any:
+    import transformers
+    from transformers import AutoImageProcessor, AutoProcessor
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    kwargs = _init_kwargs(model_args, source)
+    try:
+        return AutoProcessor.from_pretrained(source.path, **kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        failure = err
+    # Qwen2-VL/Qwen3-VL processors also hold a video processor, which needs torchvision: build one for images.
+    cls = getattr(transformers, PROCESSOR_MAPPING_NAMES.get(config.model_type) or "", None)
+    if cls is not None and "video_processor" in cls.get_attributes():
+        try:
+            images = AutoImageProcessor.from_pretrained(source.path, **kwargs)
+        except (OSError, ValueError, ImportError):
+            images = None
+        if images is not None:
+            logger.warning("Loaded the %s processor for images only: video inputs need torchvision "
+                           "(`pip install torchvision`).", cls.__name__)
+            return visual.processor_without_video(cls, image_processor=images, tokenizer=tokenizer,
+                                                  chat_template=getattr(tokenizer, "chat_template", None))
+    raise UserError(f"cannot load the processor of multimodal model `{model_args.model_name_or_path}`: "
+                    f"{' '.join(str(failure).split())[:300]}") from failure
+
+
 def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: Any) -> Any:
     """Training: bf16/fp16 when asked (trainable weights are upcast later). Inference: infer_dtype."""
     import torch
@@ -66,8 +135,9 @@ def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: A
 def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainable: bool, dtype: Any,
                source: ModelSource | None = None, add_valuehead: bool = False) -> Any:
     """The model with its fine-tuning method attached; with `add_valuehead`, wrapped in a ValueHeadModel whose
-    head is read from the last adapter folder (or the model folder) when one was saved there."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    head is read from the last adapter folder (or the model folder) when one was saved there. Vision- and
+    audio-language models load with their media encoders (visual.auto_model_class)."""
+    from transformers import AutoConfig
 
     source = source or resolve_model(model_args)
     kwargs = _init_kwargs(model_args, source)
@@ -77,15 +147,16 @@ def load_model(tokenizer: Any, model_args: Any, finetuning_args: Any, is_trainab
     try:
         config = AutoConfig.from_pretrained(source.path, **_init_kwargs(model_args, source))
         patch_config(config, model_args, is_trainable)
+        auto_class = visual.auto_model_class(config)
         if model_args.train_from_scratch:
             extra = {"attn_implementation": attn} if attn else {}
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype,
-                                                     trust_remote_code=model_args.trust_remote_code, **extra)
+            model = auto_class.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code,
+                                           **extra)
             logger.info("train_from_scratch: weights initialised randomly (the checkpoint's are not loaded).")
         else:
             kwargs.update(quantization_kwargs(model_args, dtype))
-            model = AutoModelForCausalLM.from_pretrained(source.path, config=config, dtype=dtype,
-                                                         low_cpu_mem_usage=model_args.low_cpu_mem_usage, **kwargs)
+            model = auto_class.from_pretrained(source.path, config=config, dtype=dtype,
+                                               low_cpu_mem_usage=model_args.low_cpu_mem_usage, **kwargs)
     except (OSError, ValueError, ImportError) as err:
         raise UserError(f"cannot load model `{model_args.model_name_or_path}`: "
                         f"{' '.join(str(err).split())[:300]}") from err

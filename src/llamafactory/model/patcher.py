@@ -22,10 +22,11 @@ def patch_model(model: Any, tokenizer: Any, model_args: Any, is_trainable: bool)
     gen = getattr(model, "generation_config", None)
     if gen is not None and gen.pad_token_id is None:
         gen.pad_token_id = tokenizer.pad_token_id
+    text_config = _text_config(model.config)
     if not is_trainable:
-        model.config.use_cache = model_args.use_cache
+        model.config.use_cache = text_config.use_cache = model_args.use_cache
         return
-    model.config.use_cache = False  # the cache only costs memory in training
+    model.config.use_cache = text_config.use_cache = False  # the cache only costs memory in training
     if model_args.disable_gradient_checkpointing:
         return
     if not getattr(model, "supports_gradient_checkpointing", False):
@@ -46,10 +47,18 @@ def print_param_status(model: Any) -> None:
         print(f"{name:80s} dtype={param.dtype} device={param.device} trainable={param.requires_grad}")
 
 
+def _text_config(config: Any) -> Any:
+    """The language model's config: a multimodal config keeps it in text_config (the config itself otherwise)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
 def patch_config(config: Any, model_args: Any, is_trainable: bool) -> None:
     if model_args.rope_scaling:
-        _rope_scaling(config, model_args, is_trainable)
+        _rope_scaling(_text_config(config), model_args, is_trainable)
     if model_args.moe_aux_loss_coef is not None:
+        text_config = _text_config(config)
+        if hasattr(text_config, "router_aux_loss_coef") and not hasattr(config, "router_aux_loss_coef"):
+            config = text_config
         if not hasattr(config, "router_aux_loss_coef"):
             logger.warning("moe_aux_loss_coef: %s is not a mixture-of-experts model; the setting has no effect.",
                            type(config).__name__)

@@ -12,7 +12,7 @@ from ..data import preview
 from ..data.loader import get_dataset
 from ..data.template import get_template, get_template_and_fix_tokenizer
 from ..model.adapter import init_adapter
-from ..model.loader import compute_dtype, load_tokenizer
+from ..model.loader import compute_dtype, load_processor, load_tokenizer
 from ..model.model_utils.hub import resolve_model
 
 GIB = 1024**3
@@ -20,14 +20,17 @@ GIB = 1024**3
 
 def _meta_model(model_args: Any, finetuning_args: Any, dtype: Any, source: Any) -> Any:
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
+
+    from ..model.model_utils.visual import auto_model_class
 
     kwargs = {"trust_remote_code": model_args.trust_remote_code}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
     config = AutoConfig.from_pretrained(source.path, **kwargs)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=model_args.trust_remote_code)
+        model = auto_model_class(config).from_config(config, dtype=dtype,
+                                                     trust_remote_code=model_args.trust_remote_code)
     fresh = copy.copy(model_args)
     fresh.adapter_name_or_path = None  # a resumed adapter has the shape of a new one
     return init_adapter(model, fresh, finetuning_args, is_trainable=True)
@@ -39,6 +42,8 @@ def memory_estimate(model: Any, tokens_per_device_step: int, checkpointing: bool
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()  # a multimodal model's language model holds the long activations
     hidden = getattr(config, "hidden_size", 0) or 0
     layers = getattr(config, "num_hidden_layers", 0) or 0
     per_token = hidden * layers * (2 if checkpointing else 34)
@@ -67,7 +72,8 @@ def dry_run(model_args: Any, data_args: Any, training_args: Any, finetuning_args
         template = get_template_and_fix_tokenizer(tokenizer, data_args)
     report: dict[str, Any] = {}
     module = get_dataset(template, model_args, data_args, training_args,
-                         "predict" if training_args.predict_with_generate else stage, tokenizer, report)
+                         "predict" if training_args.predict_with_generate else stage, tokenizer, report,
+                         load_processor(model_args, tokenizer, source))
     train = module.get("train_dataset")
     if train is not None and not data_args.streaming:
         preview.stats(train, report, data_args, training_args, stage)

@@ -35,10 +35,11 @@ def export_model(argv: list[str]) -> None:
     value_head = _value_head_source(model_args, finetuning_args, adapters)
 
     from ..data.template import Template, get_template_and_fix_tokenizer
-    from ..model.loader import load_tokenizer
+    from ..model.loader import load_processor, load_tokenizer
 
     tokenizer = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    processor = load_processor(model_args, tokenizer)  # multimodal models: image processor / feature extractor
     if model_args.export_quantization_bit is not None:
         model = _load_gptq(model_args, tokenizer)
     else:
@@ -62,6 +63,8 @@ def export_model(argv: list[str]) -> None:
             _set_generation_config(model, tokenizer, stops)
             save_weights(model, staging, model_args.export_size, model_args.export_legacy_format)
             tokenizer.save_pretrained(staging)
+            if processor is not None:
+                processor.save_pretrained(staging)
             source = "."
         if value_head:
             shutil.copy(value_head, os.path.join(staging, os.path.basename(value_head)))

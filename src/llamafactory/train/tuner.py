@@ -43,14 +43,16 @@ def run_data(action: str, argv: list[str], count: int = 3) -> None:
     from ..data.loader import get_dataset
     from ..data.template import get_template_and_fix_tokenizer
     from ..hparams.parser import get_data_args
-    from ..model.loader import load_tokenizer
+    from ..model.loader import load_processor, load_tokenizer
 
     model_args, data_args, training_args, finetuning_args = get_data_args(argv)
     tokenizer = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     stage = finetuning_args.stage
     report: dict[str, Any] = {}
-    dataset = get_dataset(template, model_args, data_args, training_args, stage, tokenizer, report)["train_dataset"]
+    processor = load_processor(model_args, tokenizer)
+    dataset = get_dataset(template, model_args, data_args, training_args, stage, tokenizer, report,
+                          processor)["train_dataset"]
     if action == "preview":
         preview.preview(dataset, tokenizer, stage, count)
     else:

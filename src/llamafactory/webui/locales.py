@@ -133,8 +133,10 @@ LABELS: dict[str, dict[str, dict[str, str]]] = {
     "badam_switch_mode": _l("Block order", "块切换顺序"),
     "badam_switch_interval": _l("Switch interval", "切换间隔"),
     "mm_tab": _l("Multimodal", "多模态"),
-    "mm_note": _v("Multimodal training is not built yet in llamafactory: a run refuses changed values here, "
-                  "with the reason.", "llamafactory 尚未支持多模态训练：修改这里的值时，任务会拒绝并说明原因。"),
+    "mm_note": _v("For vision and audio models (templates llava, qwen2_vl, gemma3, qwen2_audio ...): what trains, and "
+                  "the size images and video frames are scaled to. Text-only models ignore these.",
+                  "用于视觉与音频模型（模板 llava、qwen2_vl、gemma3、qwen2_audio 等）："
+                  "哪些部分参与训练，以及图像和视频帧缩放到的大小。纯文本模型会忽略这些设置。"),
     "freeze_vision_tower": _l("Freeze vision tower", "冻结视觉编码器"),
     "freeze_multi_modal_projector": _l("Freeze projector", "冻结多模态投影层"),
     "freeze_language_model": _l("Freeze language model", "冻结语言模型"),

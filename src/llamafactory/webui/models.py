@@ -71,6 +71,15 @@ MODELS: dict[str, ModelEntry] = {
     "XVERSE-7B-Chat": ModelEntry("xverse/XVERSE-7B-Chat", "xverse"),
     "MiniCPM4-0.5B": ModelEntry("openbmb/MiniCPM4-0.5B", "cpm4"),
     "Vicuna-7B-v1.5": ModelEntry("lmsys/vicuna-7b-v1.5", "vicuna"),
+    # Vision and audio (multimodal accordion; data with <image>/<video>/<audio>, see docs/multimodal.md)
+    "Qwen2.5-VL-3B-Instruct": ModelEntry("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_vl"),
+    "Qwen3-VL-2B-Instruct": ModelEntry("Qwen/Qwen3-VL-2B-Instruct", "qwen3_vl_nothink"),
+    "Qwen3-VL-2B-Thinking": ModelEntry("Qwen/Qwen3-VL-2B-Thinking", "qwen3_vl"),
+    "LLaVA-1.5-7B": ModelEntry("llava-hf/llava-1.5-7b-hf", "llava"),
+    "LLaVA-NeXT-Mistral-7B": ModelEntry("llava-hf/llava-v1.6-mistral-7b-hf", "llava_next"),
+    "PaliGemma2-3B-pt-224": ModelEntry("google/paligemma2-3b-pt-224", "paligemma"),
+    "Llama-3.2-11B-Vision-Instruct": ModelEntry("meta-llama/Llama-3.2-11B-Vision-Instruct", "mllama"),
+    "Qwen2-Audio-7B-Instruct": ModelEntry("Qwen/Qwen2-Audio-7B-Instruct", "qwen2_audio"),
 }
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
@@ -82,6 +91,8 @@ TEMPLATES = (
     "deepseek3", "deepseekr1", "falcon", "gemma", "gemma2", "gemma3", "glm4", "gpt_oss", "granite3", "intern2",
     "llama2", "llama3", "llama4", "ministral", "mistral", "olmo", "openchat", "phi", "phi4", "qwen", "qwen3",
     "qwen3_nothink", "seed_oss", "smollm", "smollm2", "solar", "starchat", "vicuna", "xverse", "yi", "zephyr",
+    "llava", "llava_next", "qwen2_vl", "qwen3_vl", "qwen3_vl_nothink", "paligemma", "mllama",
+    "qwen2_audio",
 )
 GENERIC_TEMPLATES = ("default", "empty", "fewshot", "alpaca", "chatml")
 

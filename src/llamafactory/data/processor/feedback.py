@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from .media import refuse_media
 from .supervised import SupervisedProcessor
 
 
@@ -9,6 +10,7 @@ class FeedbackProcessor(SupervisedProcessor):
     """KTO: one answer with a desirable/undesirable tag, plus a mismatched pair for the KL estimate."""
 
     def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        refuse_media(examples, "kto")
         keys = ("input_ids", "attention_mask", "labels", "kl_input_ids", "kl_attention_mask", "kl_labels", "kto_tags")
         out: dict[str, list[Any]] = {key: [] for key in keys}
         rows = [r for r in zip(examples["_prompt"], examples["_response"], examples["_system"], examples["_tools"],

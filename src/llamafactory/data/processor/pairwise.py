@@ -3,11 +3,12 @@
 from typing import Any
 
 from ...extras.constants import IGNORE_INDEX
+from .media import refuse_media
 from .supervised import split_budget
 
 
 class PairwiseProcessor:
-    def __init__(self, template: Any, tokenizer: Any, data_args: Any) -> None:
+    def __init__(self, template: Any, tokenizer: Any, data_args: Any, processor: Any = None) -> None:
         self.template, self.tokenizer, self.data_args = template, tokenizer, data_args
 
     @staticmethod
@@ -36,6 +37,7 @@ class PairwiseProcessor:
         return out
 
     def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        refuse_media(examples, "rm/dpo")
         keys = [f"{k}_{part}" for k in ("chosen", "rejected") for part in ("input_ids", "attention_mask", "labels")]
         out: dict[str, list[Any]] = {key: [] for key in keys}
         for prompt, response, system, tools in zip(examples["_prompt"], examples["_response"], examples["_system"],

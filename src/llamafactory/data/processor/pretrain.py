@@ -6,9 +6,11 @@ example, cut at cutoff_len."""
 from itertools import chain
 from typing import Any
 
+from .media import refuse_media
+
 
 class PretrainProcessor:
-    def __init__(self, template: Any, tokenizer: Any, data_args: Any) -> None:
+    def __init__(self, template: Any, tokenizer: Any, data_args: Any, processor: Any = None) -> None:
         self.tokenizer = tokenizer
         self.data_args = data_args
 
@@ -17,6 +19,7 @@ class PretrainProcessor:
         return bool(prompt) and bool(prompt[0]["content"])
 
     def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        refuse_media(examples, "pt")
         tok = self.tokenizer
         texts = [p[0]["content"] + tok.eos_token for p in examples["_prompt"] if p and p[0]["content"]]
         encoded = tok(texts, add_special_tokens=False)["input_ids"]

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from ...extras.constants import IGNORE_INDEX
+from .media import MEDIA_CUT
 from .supervised import SupervisedProcessor, split_budget
 
 
@@ -12,19 +14,61 @@ class UnsupervisedProcessor(SupervisedProcessor):
     def is_valid(prompt: list[dict[str, str]], response: list[dict[str, str]]) -> bool:
         return len(prompt) % 2 == 1 and len(response) <= 1
 
+    def prompt_and_reference(self, messages: list[dict[str, str]], has_answer: bool, system: str | None,
+                             tools: str | None, cutoff_len: int) -> tuple[list[int], list[int], list[int]]:
+        """(kept prompt ids, the whole prompt's ids, reference ids) within `cutoff_len`."""
+        turns = self.template.encode_multiturn(self.tokenizer, messages, system or None, tools or None)
+        prompt_ids = [t for source, target in turns[:-1] for t in source + target] + turns[-1][0]
+        reference = turns[-1][1] if has_answer else []
+        prompt_len, ref_len = split_budget(len(prompt_ids), len(reference), cutoff_len)
+        kept = prompt_ids[-prompt_len:] if prompt_len else []  # keep the end: the question itself
+        return kept, prompt_ids, reference[:ref_len]
+
     def preprocess(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if self.media.enabled:
+            return self.preprocess_media(examples)
+        self.media.refuse(examples)
         out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": []}
         for prompt, response, system, tools in zip(examples["_prompt"], examples["_response"], examples["_system"],
                                                    examples["_tools"]):
             if not self.is_valid(prompt, response):
                 continue
             answer = response or [{"role": "assistant", "content": ""}]
-            turns = self.template.encode_multiturn(self.tokenizer, prompt + answer, system or None, tools or None)
-            prompt_ids = [t for source, target in turns[:-1] for t in source + target] + turns[-1][0]
-            reference = turns[-1][1] if response else []
-            prompt_len, ref_len = split_budget(len(prompt_ids), len(reference), self.data_args.cutoff_len)
-            prompt_ids = prompt_ids[-prompt_len:] if prompt_len else []  # keep the end: the question itself
+            prompt_ids, _, reference = self.prompt_and_reference(prompt + answer, bool(response), system, tools,
+                                                                 self.data_args.cutoff_len)
             out["input_ids"].append(prompt_ids)
             out["attention_mask"].append([1] * len(prompt_ids))
-            out["labels"].append(reference[:ref_len])
+            out["labels"].append(reference)
+        return out
+
+    def preprocess_media(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Prompts with their placeholders expanded; a prompt whose media tokens cutoff_len would cut is flagged."""
+        out = self.media.new_output(("input_ids", "attention_mask", "labels"))
+        rows = zip(examples["_prompt"], examples["_response"], examples["_system"], examples["_tools"])
+        cutoff = self.data_args.cutoff_len
+        for index, (prompt, response, system, tools) in enumerate(rows):
+            if not self.is_valid(prompt, response):
+                continue
+            media = self.media.row(examples, index)
+            answer = response or [{"role": "assistant", "content": ""}]
+            with self.media.reading(examples, index):
+                messages = self.media.expand(prompt + answer, media)
+                kept, whole, reference = self.prompt_and_reference(messages, bool(response), system, tools, cutoff)
+                input_ids, _ = self.media.expand_ids(kept, [IGNORE_INDEX] * len(kept), media)
+                extra = len(input_ids) - len(kept)
+                if extra and len(input_ids) > cutoff:
+                    kept, whole, reference = self.prompt_and_reference(messages, bool(response), system, tools,
+                                                                       max(cutoff - extra, 0))
+                    input_ids, _ = self.media.expand_ids(kept, [IGNORE_INDEX] * len(kept), media)
+            # cut inside the media, or (paligemma's prefix taking the whole budget) no prompt text left at all
+            cut = self.media.count(kept) != self.media.count(whole) or (bool(whole) and not kept)
+            if cut and self.data_args.streaming:
+                self.media.skip_cut(cutoff)  # a stream cannot be counted up front: said once
+                continue
+            out["input_ids"].append(input_ids)
+            out["attention_mask"].append([1] * len(input_ids))
+            out["labels"].append(reference)
+            self.media.add(out, media, cut)
+        if self.data_args.streaming:
+            del out[MEDIA_CUT]  # cut rows were skipped above: nothing for the loader to count
         return out

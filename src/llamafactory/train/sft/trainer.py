@@ -19,7 +19,7 @@ class CustomSeq2SeqTrainer(TrainerMixin, Seq2SeqTrainer):
         self.meter = ThroughputMeter()
 
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        tokenizer = self.processing_class
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)  # a processor holds one
         self.meter.add(*count_tokens(inputs, getattr(tokenizer, "pad_token_id", None)))
         return super().training_step(model, inputs, *args, **kwargs)
 
@@ -105,7 +105,7 @@ class CustomSeq2SeqTrainer(TrainerMixin, Seq2SeqTrainer):
 
         import numpy as np
 
-        tokenizer = self.processing_class
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         pad = tokenizer.pad_token_id
 
         def decode(rows: Any) -> list[str]:

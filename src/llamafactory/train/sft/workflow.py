@@ -6,7 +6,7 @@ from ...data.collator import build_collator
 from ...data.loader import get_dataset
 from ...data.template import get_template_and_fix_tokenizer
 from ...extras.logging import get_logger
-from ...model.loader import compute_dtype, load_model, load_tokenizer
+from ...model.loader import compute_dtype, load_model, load_processor, load_tokenizer
 from ...model.model_utils.hub import resolve_model
 from ...model.model_utils.varlen_attention import enable_padding_free
 from ..trainer_utils import evaluate, train_and_save
@@ -21,13 +21,19 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
     source = resolve_model(model_args)
     tokenizer = load_tokenizer(model_args, source)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    processor = load_processor(model_args, tokenizer, source)  # None for text-only models
     generating = training_args.predict_with_generate  # prompts only; answers kept as references
     stage = "predict" if generating else "sft"
-    dataset_module = get_dataset(template, model_args, data_args, training_args, stage, tokenizer)
+    dataset_module = get_dataset(template, model_args, data_args, training_args, stage, tokenizer,
+                                 processor=processor)
     dtype = compute_dtype(training_args, finetuning_args, model_args)
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train, dtype, source)
+    if processor is not None:
+        training_args.remove_unused_columns = False  # the media path columns are read by the collator
 
-    padding_free = _padding_free(model, data_args, training_args, generating)
+    padding_free = processor is None and _padding_free(model, data_args, training_args, generating)
+    if processor is not None and data_args.padding_free:
+        logger.warning("padding_free is off for multimodal models (their media tokens need whole rows).")
     metrics: dict[str, Any] = {}
     if finetuning_args.compute_accuracy and not generating:
         metrics = {"compute_metrics": token_accuracy, "preprocess_logits_for_metrics": argmax_logits}
@@ -36,8 +42,9 @@ def run_sft(model_args: Any, data_args: Any, training_args: Any, finetuning_args
         model=model,
         args=training_args,
         data_collator=build_collator(tokenizer, model, pad_to_multiple_of=8, neat_packing=data_args.neat_packing,
-                                     padding_side="left" if generating else "right", padding_free=padding_free),
-        processing_class=tokenizer,
+                                     padding_side="left" if generating else "right", padding_free=padding_free,
+                                     template=template, processor=processor),
+        processing_class=processor if processor is not None else tokenizer,
         callbacks=callbacks,
         **metrics,
         **dataset_module,
