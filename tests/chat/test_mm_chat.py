@@ -140,3 +140,11 @@ def test_media_tensors_follow_the_model_dtype(tmp_path):
     moved = model.engine._media_inputs(extra)
     assert moved["input_features"].dtype == torch.bfloat16  # floating tensors follow the model
     assert moved["feature_attention_mask"].dtype == extra["feature_attention_mask"].dtype  # integer ones keep theirs
+
+
+def test_typed_media_tokens_are_a_request_error(chat_models):
+    model = chat_models["qwen2_vl"]
+    with pytest.raises(RequestError, match="one of the model's media tokens"):
+        model.chat([{"role": "user", "content": "what is <|image_pad|>?"}])
+    with pytest.raises(RequestError, match="system prompt"):
+        model.chat([{"role": "user", "content": "<image>hi"}], system="see <image>", images=[_image((1, 2, 3))])

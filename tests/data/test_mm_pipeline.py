@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import os
+import re
 import struct
 import threading
 import wave
@@ -154,6 +155,22 @@ def test_placeholder_media_mismatch_names_dataset_file_and_row(tmp_path):
     mm_dataset(folder, rows)
     with pytest.raises(ConfigError, match=r"dataset `mm` \(.*mm\.json\), row 1: 2 `<image>` placeholder\(s\) in the "
                                           r"messages but 1 images"):
+        load(tmp_path, folder)
+
+
+@pytest.mark.parametrize("row,words", [
+    ({"messages": turn("<image>What is <|image_pad|> here?", "A."), "images": ["red.png"]},
+     "message 0 holds `<|image_pad|>`, one of the model's media tokens, as text"),
+    ({"messages": [{"role": "system", "content": "Look at <image> first."}, *turn("<image>What?", "A.")],
+      "images": ["red.png"]}, "the system prompt or tools text holds `<image>`"),
+])
+def test_media_tokens_typed_as_text_are_refused_with_the_row(tmp_path, row, words):
+    """Typed media tokens (or a placeholder in the system prompt, which is never expanded) would give the model
+    media tokens without features: the run stops there, naming the row, instead of failing in the forward."""
+    folder = tmp_path / "data"
+    write_images(folder)
+    mm_dataset(folder, [IMAGE_ROWS[0], row])
+    with pytest.raises(ConfigError, match=r"row 1 .*" + re.escape(words)):
         load(tmp_path, folder)
 
 

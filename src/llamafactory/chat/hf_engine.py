@@ -154,7 +154,9 @@ class HuggingfaceEngine:
         try:
             if media or self.plugin.kinds:
                 # Placeholders become the model's media tokens; with no media this only checks that the text
-                # holds no stray placeholder.
+                # holds no stray placeholder or typed media token.
+                if self.processor is not None:
+                    self.plugin.check_typed(messages, (system, _tools_text(tools)), self.tokenizer)
                 messages = self.plugin.expand_messages(messages, images, videos, audios, self.processor)
             prompt = self.template.encode_prompt(self.tokenizer, messages, system, _tools_text(tools))
         except (ValueError, TypeError, KeyError, OSError, ImportError) as err:

@@ -406,6 +406,24 @@ class BasePlugin:
                 raise ValueError(f"{found} {marks[kind]} placeholder(s) in the messages but {count} {kind} given; "
                                  f"each {marks[kind]} stands for one item of `{kind}`, in order")
 
+    def check_typed(self, messages: Messages, others: Sequence[str | None], tokenizer: Any) -> None:
+        """Media tokens written as text would become media tokens without media (the forward then fails, or pairs
+        an image with the wrong tokens), and placeholders in `others` (the system prompt, tools text) are never
+        expanded: both are refused with a plain message."""
+        marks = set(media_placeholders().values())
+        texts = [t for t in tokenizer.convert_ids_to_tokens(sorted(self.media_token_ids(tokenizer))) if t]
+        for text in others:
+            for token in (*marks, *texts) if self.kinds else ():
+                if text and token in text:
+                    raise ValueError(f"the system prompt or tools text holds `{token}`: media placeholders and media "
+                                     "tokens belong in the messages only")
+        for i, message in enumerate(messages):
+            content = str(message.get("content") or "")
+            for token in texts:
+                if token not in marks and token in content:
+                    raise ValueError(f"message {i} holds `{token}`, one of the model's media tokens, as text: write "
+                                     "the placeholder (e.g. <image>) and give the media separately")
+
     def expand_messages(self, messages: Messages, images: Sequence[Any] | None, videos: Sequence[Any] | None,
                         audios: Sequence[Any] | None, processor: Any) -> Messages:
         """Messages with each placeholder replaced by the model tokens the HF processor would put there (new dicts;

@@ -109,10 +109,13 @@ class MediaRows:
         images, videos, audios = media
         return images, [video_entry(v) for v in videos], audios
 
-    def expand(self, messages: list[dict[str, str]], media: Media) -> list[dict[str, str]]:
-        """Check placeholders against media, then replace each by the model's tokens for that media."""
+    def expand(self, messages: list[dict[str, str]], media: Media,
+               others: tuple[str | None, ...] = ()) -> list[dict[str, str]]:
+        """Check placeholders against media (and `others`, the system prompt and tools text, for stray media
+        tokens), then replace each placeholder by the model's tokens for that media."""
         images, videos, audios = self.plugin_media(media)
         try:
+            self.plugin.check_typed(messages, others, self.tokenizer)
             self.plugin.check(messages, images, videos, audios)
         except ValueError as err:
             raise ConfigError(f"template `{self.template_name}`: {err}") from err

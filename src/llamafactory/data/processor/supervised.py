@@ -121,7 +121,7 @@ class SupervisedProcessor:
                 continue
             media = self.media.row(examples, index)
             with self.media.reading(examples, index):
-                messages = self.media.expand(prompt + response, media)
+                messages = self.media.expand(prompt + response, media, (system, tools))
                 input_ids, labels, cut = self.encode_media(messages, system, tools, media)
             if cut and self.data_args.streaming:
                 self.media.skip_cut(self.data_args.cutoff_len)  # a stream cannot be counted up front: said once

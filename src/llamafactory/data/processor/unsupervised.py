@@ -52,7 +52,7 @@ class UnsupervisedProcessor(SupervisedProcessor):
             media = self.media.row(examples, index)
             answer = response or [{"role": "assistant", "content": ""}]
             with self.media.reading(examples, index):
-                messages = self.media.expand(prompt + answer, media)
+                messages = self.media.expand(prompt + answer, media, (system, tools))
                 kept, whole, reference = self.prompt_and_reference(messages, bool(response), system, tools, cutoff)
                 input_ids, _ = self.media.expand_ids(kept, [IGNORE_INDEX] * len(kept), media)
                 extra = len(input_ids) - len(kept)
