@@ -118,6 +118,7 @@ class HuggingfaceEngine:
         self.template = get_template_and_fix_tokenizer(self.tokenizer, data_args)
         self.processor = load_processor(model_args, self.tokenizer, source)
         self.plugin = get_mm_plugin(self.template.mm_plugin)
+        self.media_token_texts = self.plugin.media_token_texts(self.tokenizer) if self.processor is not None else ()
         dtype = compute_dtype(None, finetuning_args, model_args)
         # Rule: `stage: rm` in an inference config loads a reward model (its value head is required); any other
         # stage loads a generating model. PPO outputs also carry a value head, so the folder alone cannot decide.
@@ -156,7 +157,7 @@ class HuggingfaceEngine:
                 # Placeholders become the model's media tokens; with no media this only checks that the text
                 # holds no stray placeholder or typed media token.
                 if self.processor is not None:
-                    self.plugin.check_typed(messages, (system, _tools_text(tools)), self.tokenizer)
+                    self.plugin.check_typed(messages, (system, _tools_text(tools)), self.media_token_texts)
                 messages = self.plugin.expand_messages(messages, images, videos, audios, self.processor)
             prompt = self.template.encode_prompt(self.tokenizer, messages, system, _tools_text(tools))
         except (ValueError, TypeError, KeyError, OSError, ImportError) as err:

@@ -406,12 +406,15 @@ class BasePlugin:
                 raise ValueError(f"{found} {marks[kind]} placeholder(s) in the messages but {count} {kind} given; "
                                  f"each {marks[kind]} stands for one item of `{kind}`, in order")
 
-    def check_typed(self, messages: Messages, others: Sequence[str | None], tokenizer: Any) -> None:
-        """Media tokens written as text would become media tokens without media (the forward then fails, or pairs
-        an image with the wrong tokens), and placeholders in `others` (the system prompt, tools text) are never
-        expanded: both are refused with a plain message."""
+    def media_token_texts(self, tokenizer: Any) -> tuple[str, ...]:
+        """The media tokens as text, for check_typed (computed once per tokenizer by the caller)."""
+        return tuple(t for t in tokenizer.convert_ids_to_tokens(sorted(self.media_token_ids(tokenizer))) if t)
+
+    def check_typed(self, messages: Messages, others: Sequence[str | None], texts: Sequence[str]) -> None:
+        """Media tokens written as text (`texts`, from media_token_texts) would become media tokens without media
+        (the forward then fails, or pairs an image with the wrong tokens), and placeholders in `others` (the system
+        prompt, tools text) are never expanded: both are refused with a plain message."""
         marks = set(media_placeholders().values())
-        texts = [t for t in tokenizer.convert_ids_to_tokens(sorted(self.media_token_ids(tokenizer))) if t]
         for text in others:
             for token in (*marks, *texts) if self.kinds else ():
                 if text and token in text:

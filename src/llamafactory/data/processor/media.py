@@ -53,6 +53,7 @@ class MediaRows:
 
             self.plugin = get_mm_plugin(self.name)
             self.token_ids = frozenset(self.plugin.media_token_ids(tokenizer))
+            self.token_texts = self.plugin.media_token_texts(tokenizer)
 
     def refuse(self, examples: dict[str, list[Any]]) -> None:
         """The text path: media in the data would be read as plain text, so say where and what to do instead."""
@@ -115,7 +116,7 @@ class MediaRows:
         tokens), then replace each placeholder by the model's tokens for that media."""
         images, videos, audios = self.plugin_media(media)
         try:
-            self.plugin.check_typed(messages, others, self.tokenizer)
+            self.plugin.check_typed(messages, others, self.token_texts)
             self.plugin.check(messages, images, videos, audios)
         except ValueError as err:
             raise ConfigError(f"template `{self.template_name}`: {err}") from err
@@ -144,8 +145,23 @@ class MediaRows:
     def new_output(keys: tuple[str, ...]) -> dict[str, list[Any]]:
         return {key: [] for key in (*keys, *MEDIA_OUTPUT, MEDIA_CUT)}
 
-    @staticmethod
-    def add(out: dict[str, list[Any]], media: Media, cut: bool) -> None:
+    def append(self, out: dict[str, list[Any]], input_ids: list[int], labels: list[int], media: Media, cut: bool,
+               data_args: Any) -> None:
+        """One example into the batch output; a streamed example that cutoff_len cut inside its media is skipped
+        (and said once: a stream cannot be counted up front), others carry the `_media_cut` flag to the loader."""
+        if cut and data_args.streaming:
+            self.skip_cut(data_args.cutoff_len)
+            return
+        out["input_ids"].append(input_ids)
+        out["attention_mask"].append([1] * len(input_ids))
+        out["labels"].append(labels)
         for key, items in zip(MEDIA_OUTPUT, media):
             out[key].append(items)
         out[MEDIA_CUT].append(cut)
+
+    @staticmethod
+    def finish(out: dict[str, list[Any]], streaming: bool) -> dict[str, list[Any]]:
+        """The batch output; streamed ones have no cut rows left for the loader to count."""
+        if streaming:
+            del out[MEDIA_CUT]
+        return out

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...extras.constants import IGNORE_INDEX
 from ..template import ASSISTANT, FUNCTION
-from .media import MEDIA_CUT, MediaRows
+from .media import MediaRows
 
 
 def split_budget(prompt_len: int, response_len: int, budget: int) -> tuple[int, int]:
@@ -123,16 +123,8 @@ class SupervisedProcessor:
             with self.media.reading(examples, index):
                 messages = self.media.expand(prompt + response, media, (system, tools))
                 input_ids, labels, cut = self.encode_media(messages, system, tools, media)
-            if cut and self.data_args.streaming:
-                self.media.skip_cut(self.data_args.cutoff_len)  # a stream cannot be counted up front: said once
-                continue
-            out["input_ids"].append(input_ids)
-            out["attention_mask"].append([1] * len(input_ids))
-            out["labels"].append(labels)
-            self.media.add(out, media, cut)
-        if self.data_args.streaming:
-            del out[MEDIA_CUT]  # cut rows were skipped above: nothing for the loader to count
-        return out
+            self.media.append(out, input_ids, labels, media, cut, self.data_args)
+        return self.media.finish(out, self.data_args.streaming)
 
     def describe(self, example: dict[str, list[int]]) -> str:
         tok = self.tokenizer

@@ -3,7 +3,6 @@
 from typing import Any
 
 from ...extras.constants import IGNORE_INDEX
-from .media import MEDIA_CUT
 from .supervised import SupervisedProcessor, split_budget
 
 
@@ -62,13 +61,5 @@ class UnsupervisedProcessor(SupervisedProcessor):
                     input_ids, _ = self.media.expand_ids(kept, [IGNORE_INDEX] * len(kept), media)
             # cut inside the media, or (paligemma's prefix taking the whole budget) no prompt text left at all
             cut = self.media.count(kept) != self.media.count(whole) or (bool(whole) and not kept)
-            if cut and self.data_args.streaming:
-                self.media.skip_cut(cutoff)  # a stream cannot be counted up front: said once
-                continue
-            out["input_ids"].append(input_ids)
-            out["attention_mask"].append([1] * len(input_ids))
-            out["labels"].append(reference)
-            self.media.add(out, media, cut)
-        if self.data_args.streaming:
-            del out[MEDIA_CUT]  # cut rows were skipped above: nothing for the loader to count
-        return out
+            self.media.append(out, input_ids, reference, media, cut, self.data_args)
+        return self.media.finish(out, self.data_args.streaming)
