@@ -124,6 +124,12 @@ async def _astream(start: Callable[[threading.Event], Iterator[str]]) -> AsyncIt
         except RuntimeError:  # the loop closed: nobody is listening any more
             cancel.set()
 
+    stopped: asyncio.Future[None] = loop.create_future()
+
+    def mark_stopped() -> None:
+        if not stopped.done():
+            stopped.set_result(None)
+
     def produce() -> None:
         try:
             for piece in start(cancel):
@@ -134,6 +140,11 @@ async def _astream(start: Callable[[threading.Event], Iterator[str]]) -> AsyncIt
             send(None, err)
         else:
             send(_END)
+        finally:
+            try:
+                loop.call_soon_threadsafe(mark_stopped)
+            except RuntimeError:  # the loop closed
+                pass
 
     threading.Thread(target=produce, daemon=True).start()
     try:
@@ -146,6 +157,9 @@ async def _astream(start: Callable[[threading.Event], Iterator[str]]) -> AsyncIt
             yield item
     finally:
         cancel.set()
+        # Return only once generation has really stopped (at most one more decoding step), so a server's
+        # concurrency slot is not handed to the next request while this one still holds the model.
+        await asyncio.shield(stopped)
 
 
 def _print_calls(calls: list[dict[str, Any]]) -> None:
