@@ -21,9 +21,9 @@ LMF = os.path.join(os.path.dirname(sys.executable), "lmf")
 CONFIG = os.path.join(ROOT, "examples", "train_lora", "smollm2_lora_sft.yaml")
 
 CONFIGS = {
-    "bf16, no grad ckpt (demo)": ["bf16=true", "disable_gradient_checkpointing=true"],
+    "bf16, no grad ckpt (demo)": ["bf16=true", "force_cpu_bf16=true", "disable_gradient_checkpointing=true"],
     "fp32, no grad ckpt": ["bf16=false", "disable_gradient_checkpointing=true"],
-    "bf16, grad ckpt": ["bf16=true", "disable_gradient_checkpointing=false"],
+    "bf16, grad ckpt": ["bf16=true", "force_cpu_bf16=true", "disable_gradient_checkpointing=false"],
 }
 
 

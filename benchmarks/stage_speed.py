@@ -39,7 +39,8 @@ def run(model: str, stage: str, precision: str, steps: int, out: str, batch: int
     cmd = [LMF, "train", os.path.join(ROOT, "examples", "train_lora", EXAMPLES[stage]), f"model_name_or_path={model}",
            f"dataset_dir={os.path.join(ROOT, 'data')}", f"output_dir={out}", "overwrite_output_dir=true",
            f"max_steps={steps}", "logging_steps=1", "save_strategy=no", "plot_loss=false", f"cutoff_len={cutoff}",
-           f"per_device_train_batch_size={batch}", "gradient_accumulation_steps=1", f"bf16={precision == 'bf16'}"]
+           f"per_device_train_batch_size={batch}", "gradient_accumulation_steps=1", f"bf16={precision == 'bf16'}",
+           "force_cpu_bf16=true"]  # measure bf16 itself, also on a CPU where lmf would train in fp32
     return timed_run(cmd, steps, out)
 
 

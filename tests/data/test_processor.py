@@ -118,3 +118,44 @@ def test_pretrain_without_packing_keeps_each_text(tiny_tokenizer):
     out = proc.preprocess({"_prompt": [[{"role": "user", "content": t}] for t in ["the quick brown fox", "hi"]]})
     assert len(out["input_ids"]) == 2 and len(out["input_ids"][0]) == 4
     assert out["input_ids"][1] == tiny_tokenizer("hi<|endoftext|>", add_special_tokens=False)["input_ids"]
+
+
+class CountingBackend:
+    """The fast tokenizer's Rust backend, counting one-text and batch calls."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.single, self.batched = backend, 0, 0
+        self.encode_special_tokens = backend.encode_special_tokens
+
+    def encode(self, *args, **kwargs):
+        self.single += 1
+        return self.backend.encode(*args, **kwargs)
+
+    def encode_batch(self, *args, **kwargs):
+        self.batched += 1
+        return self.backend.encode_batch(*args, **kwargs)
+
+    def encode_batch_fast(self, *args, **kwargs):
+        self.batched += 1
+        return self.backend.encode_batch_fast(*args, **kwargs)
+
+
+@pytest.mark.parametrize("template", ["chatml", "llama3", "qwen3"])
+def test_a_batch_is_tokenized_in_one_backend_call_with_the_same_ids(tiny_model_dir, template):
+    """Each map batch's texts go to the Rust backend in one parallel encode_batch; the ids equal the
+    message-by-message ones, for templates with a default system prompt (chatml), special tokens around
+    the content (llama3) and thought rules (qwen3)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    args = SimpleNamespace(cutoff_len=64, train_on_prompt=False, mask_history=False)
+    proc = SupervisedProcessor(get_template(template), tokenizer, args)
+    rows = {"_prompt": [MULTI, MULTI[:1], [{"role": "user", "content": "Hi " * 40}], MULTI[:2]],
+            "_response": [ANSWER, ANSWER, [{"role": "assistant", "content": "<think>\nhm\n</think>\n\nok"}], ANSWER],
+            "_system": ["Be brief.", None, "", None], "_tools": ["", None, None, None]}
+    expected = [proc.encode(p, r, s, t) for p, r, s, t in
+                zip(rows["_prompt"], rows["_response"], rows["_system"], rows["_tools"]) if proc.is_valid(p, r)]
+    counting = tokenizer._tokenizer = CountingBackend(tokenizer._tokenizer)
+    out = proc.preprocess(rows)
+    assert list(zip(out["input_ids"], out["labels"])) == expected and len(expected) == 3  # MULTI[:2] is invalid
+    assert counting.batched == 1 and counting.single == 0

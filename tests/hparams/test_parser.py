@@ -219,6 +219,25 @@ def test_fp16_on_cpu_falls_back_to_fp32(tmp_path, caplog):
     assert training.fp16 is False and training.bf16 is False and "training in fp32" in caplog.text
 
 
+@pytest.mark.parametrize("native, force, expected", [
+    (False, False, False),  # no bf16 instructions: fp32, many times faster there
+    (False, True, True),  # force_cpu_bf16 keeps it
+    (True, False, True),  # AVX512-BF16/AMX: bf16 autocast as asked
+])
+def test_bf16_on_a_cpu_without_bf16_instructions_trains_in_fp32(tmp_path, caplog, monkeypatch, native, force,
+                                                                 expected):
+    import logging
+
+    from llamafactory.hparams import parser
+
+    monkeypatch.setattr(parser, "_has_accelerator", lambda: False)
+    monkeypatch.setattr(parser, "_cpu_has_fast_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="llamafactory"):
+        _, _, training, _, _ = train_args(tmp_path, "bf16: true\n" + ("force_cpu_bf16: true\n" if force else ""))
+    assert training.bf16 is expected and training.use_cpu
+    assert ("no bf16 instructions" in caplog.text) is (not native and not force)
+
+
 def test_optimizer_choices_are_checked(tmp_path, monkeypatch):
     import importlib.util
 

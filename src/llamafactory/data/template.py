@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..extras.errors import ConfigError
 from ..extras.logging import get_logger
-from .formatter import encode_slot, slot_expr, slot_to_jinja
+from .formatter import encode_slot, slot_expr, slot_texts, slot_to_jinja
 from .tool_utils import get_tool_format, load_calls, load_tools
 
 if TYPE_CHECKING:
@@ -93,6 +93,18 @@ class Template:
 
     def _encode_messages(self, tokenizer: "PreTrainedTokenizerBase", messages: Messages, system: str | None,
                          tools: str | None) -> list[list[int]]:
+        return [[t for slot, text in slots for t in encode_slot(tokenizer, slot, text)]
+                for slots in self._message_slots(messages, system, tools)]
+
+    def texts(self, messages: Messages, system: str | None = None, tools: str | None = None) -> list[str]:
+        """The texts `encode_multiturn` will tokenize for this conversation (for batch tokenization ahead)."""
+        messages, _ = self._apply_reasoning(messages)
+        return [t for slots in self._message_slots(messages, system, tools) for slot, text in slots
+                for t in slot_texts(slot, text)]
+
+    def _message_slots(self, messages: Messages, system: str | None, tools: str | None
+                       ) -> list[list[tuple[str, str]]]:
+        """Per message, the (slot, content) pairs that render it."""
         system_text = self._system_text(system, tools)
         encoded = []
         for i, message in enumerate(messages):
@@ -114,7 +126,7 @@ class Template:
                 slots.append((self.function or self.assistant, self._function_text(content)))
             else:
                 raise ValueError(f"unknown message role `{role}`")
-            encoded.append([t for slot, text in slots for t in encode_slot(tokenizer, slot, text)])
+            encoded.append(slots)
         return encoded
 
     def encode_multiturn(self, tokenizer: "PreTrainedTokenizerBase", messages: Messages, system: str | None = None,
@@ -194,6 +206,18 @@ class Template:
         return "".join(line for line in lines if line)
 
 
+def batch_texts(template: Any, conversations: list[tuple[Messages, str | None, str | None]]) -> list[str]:
+    """Every text the template will tokenize for these (messages, system, tools) conversations, for
+    `formatter.prefetched`; empty where a row cannot be rendered (its error is raised, with the row, later)."""
+    texts: list[str] = []
+    for messages, system, tools in conversations:
+        try:
+            texts += template.texts(messages, system or None, tools or None)
+        except Exception:  # noqa: BLE001 - the same error comes again, with its row, when the row is encoded
+            continue
+    return texts
+
+
 class TokenizerTemplate:
     """The tokenizer's own Jinja chat template, for models without a registered template.
 
@@ -234,6 +258,9 @@ class TokenizerTemplate:
             pieces.append(tokenizer.encode(text[len(previous):], add_special_tokens=False))
             previous = text
         return pieces
+
+    def texts(self, messages: Messages, system: str | None = None, tools: str | None = None) -> list[str]:
+        return []  # the pieces depend on rendering growing prefixes; nothing to tokenize ahead
 
     def encode_multiturn(self, tokenizer: "PreTrainedTokenizerBase", messages: Messages, system: str | None = None,
                          tools: str | None = None) -> list[tuple[list[int], list[int]]]:

@@ -338,13 +338,19 @@ def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
             logger.warning("fp16 mixed precision needs a GPU; training in fp32 on this CPU instead "
                            "(bf16: true is faster on CPUs with bf16 instructions).")
             values["fp16"] = False
+        if values.get("bf16") is True and not values.get("force_cpu_bf16") and not _cpu_has_fast_bf16():
+            # Without AVX512-BF16/AMX, bf16 matmuls are emulated: on an AVX2 CPU training ran 25x slower than in
+            # fp32 (benchmarks/sft_speed.py). Weights that would have loaded in bf16 load in fp32 instead.
+            logger.warning("bf16: true, but this CPU has no bf16 instructions (AVX512-BF16 or AMX), where bf16 "
+                           "runs many times slower than fp32: training in fp32 instead (frozen weights take twice "
+                           "the memory of bf16). Set force_cpu_bf16: true to keep bf16.")
+            values["bf16"] = False
     model_args, data_args, training_args, finetuning_args, generating_args = parse_dataclasses(
         values, origin, [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
                          GeneratingArguments])
     if on_cpu and training_args.bf16:
-        native = _cpu_has_fast_bf16()
-        logger.info("bf16 autocast on CPU (%s).", "native bf16 instructions" if native else
-                    "no native bf16 instructions: expect it to be slower than fp32")
+        logger.info("bf16 autocast on CPU (%s).", "native bf16 instructions" if _cpu_has_fast_bf16() else
+                    "no native bf16 instructions, kept by force_cpu_bf16: expect it to be many times slower")
     _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
              "a .gguf file")
     if "output_dir" not in values:

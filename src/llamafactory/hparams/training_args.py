@@ -18,6 +18,8 @@ class TrainingArguments(Seq2SeqTrainingArguments):
     warmup_ratio: float | None = arg(None, "Share of the steps used for warmup (transformers 4 name).")
     evaluation_strategy: str | None = arg(None, "Old name of `eval_strategy`.")
     no_cuda: bool = arg(False, "Old name of `use_cpu`.")
+    force_cpu_bf16: bool = arg(False, "Keep `bf16: true` on a CPU without bf16 instructions (AVX512-BF16/AMX), "
+                               "which otherwise trains in fp32: emulated bf16 is many times slower there.")
     ray_run_name: str | None = arg(None, "Ray Train run name.", planned=True)
     ray_storage_path: str = arg("./saves", "Ray Train storage path.", planned=True)
     ray_storage_filesystem: str | None = arg(None, "Ray Train storage filesystem.", planned=True)

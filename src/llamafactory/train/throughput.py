@@ -19,9 +19,9 @@ def matmul_peak(dtype: Any, size: int = 1024, seconds: float = 0.3) -> float:
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     best = 0.0
+    torch.matmul(a, b)  # warm-up (a first bf16 call may take longer than the whole burst: kernels are built)
     deadline = time.perf_counter() + seconds
-    torch.matmul(a, b)  # warm-up
-    while time.perf_counter() < deadline:
+    while best == 0.0 or time.perf_counter() < deadline:
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from ..formatter import prefetched
+from ..template import batch_texts
 from .media import refuse_media
 from .supervised import SupervisedProcessor
 
@@ -15,6 +17,12 @@ class FeedbackProcessor(SupervisedProcessor):
         out: dict[str, list[Any]] = {key: [] for key in keys}
         rows = [r for r in zip(examples["_prompt"], examples["_response"], examples["_system"], examples["_tools"],
                                examples["_kto_tag"]) if self.is_valid(r[0], r[1]) and r[4] is not None]
+        conversations = [(row[0] + answer, row[2], row[3]) for i, row in enumerate(rows)
+                         for answer in (row[1], rows[(i + 1) % len(rows)][1])]
+        with prefetched(self.tokenizer, batch_texts(self.template, conversations)):
+            return self._encode_rows(rows, out)
+
+    def _encode_rows(self, rows: list[tuple[Any, ...]], out: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for i, (prompt, response, system, tools, tag) in enumerate(rows):
             # The KL pair: this prompt with the next row's answer (an answer to a different question).
             other = rows[(i + 1) % len(rows)][1]

@@ -3,6 +3,8 @@
 from typing import Any
 
 from ...extras.constants import IGNORE_INDEX
+from ..formatter import prefetched
+from ..template import batch_texts
 from .media import refuse_media
 from .supervised import split_budget
 
@@ -40,12 +42,14 @@ class PairwiseProcessor:
         refuse_media(examples, "rm/dpo")
         keys = [f"{k}_{part}" for k in ("chosen", "rejected") for part in ("input_ids", "attention_mask", "labels")]
         out: dict[str, list[Any]] = {key: [] for key in keys}
-        for prompt, response, system, tools in zip(examples["_prompt"], examples["_response"], examples["_system"],
-                                                   examples["_tools"]):
-            if not self.is_valid(prompt, response):
-                continue
-            for key, value in self.encode(prompt, response, system, tools).items():
-                out[key].append(value)
+        rows = [row for row in zip(examples["_prompt"], examples["_response"], examples["_system"], examples["_tools"])
+                if self.is_valid(row[0], row[1])]
+        conversations = [(prompt + [answer], system, tools) for prompt, response, system, tools in rows
+                         for answer in response]
+        with prefetched(self.tokenizer, batch_texts(self.template, conversations)):
+            for prompt, response, system, tools in rows:
+                for key, value in self.encode(prompt, response, system, tools).items():
+                    out[key].append(value)
         return out
 
     def describe(self, example: dict[str, list[int]]) -> str:

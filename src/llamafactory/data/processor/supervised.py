@@ -8,7 +8,8 @@ them (PaliGemma's image prefix can take the whole budget), is flagged for the lo
 from typing import Any
 
 from ...extras.constants import IGNORE_INDEX
-from ..template import ASSISTANT, FUNCTION
+from ..formatter import prefetched
+from ..template import ASSISTANT, FUNCTION, batch_texts
 from .media import MediaRows
 
 
@@ -102,14 +103,15 @@ class SupervisedProcessor:
             return self.preprocess_media(examples)
         self.media.refuse(examples)
         out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": []}
-        for prompt, response, system, tools in zip(examples["_prompt"], examples["_response"], examples["_system"],
-                                                   examples["_tools"]):
-            if not self.is_valid(prompt, response):
-                continue  # counted by the loader, which reports how many rows were dropped
-            input_ids, labels = self.encode(prompt, response, system, tools)
-            out["input_ids"].append(input_ids)
-            out["attention_mask"].append([1] * len(input_ids))
-            out["labels"].append(labels)
+        rows = [row for row in zip(examples["_prompt"], examples["_response"], examples["_system"], examples["_tools"])
+                if self.is_valid(row[0], row[1])]  # the others are counted by the loader, which reports the drop
+        conversations = [(prompt + response, system, tools) for prompt, response, system, tools in rows]
+        with prefetched(self.tokenizer, batch_texts(self.template, conversations)):
+            for prompt, response, system, tools in rows:
+                input_ids, labels = self.encode(prompt, response, system, tools)
+                out["input_ids"].append(input_ids)
+                out["attention_mask"].append([1] * len(input_ids))
+                out["labels"].append(labels)
         return out
 
     def preprocess_media(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -3,6 +3,8 @@
 from typing import Any
 
 from ...extras.constants import IGNORE_INDEX
+from ..formatter import prefetched
+from ..template import batch_texts
 from .supervised import SupervisedProcessor, split_budget
 
 
@@ -28,16 +30,18 @@ class UnsupervisedProcessor(SupervisedProcessor):
             return self.preprocess_media(examples)
         self.media.refuse(examples)
         out: dict[str, list[Any]] = {"input_ids": [], "attention_mask": [], "labels": []}
-        for prompt, response, system, tools in zip(examples["_prompt"], examples["_response"], examples["_system"],
-                                                   examples["_tools"]):
-            if not self.is_valid(prompt, response):
-                continue
-            answer = response or [{"role": "assistant", "content": ""}]
-            prompt_ids, _, reference = self.prompt_and_reference(prompt + answer, bool(response), system, tools,
-                                                                 self.data_args.cutoff_len)
-            out["input_ids"].append(prompt_ids)
-            out["attention_mask"].append([1] * len(prompt_ids))
-            out["labels"].append(reference)
+        rows = [(prompt, response or [{"role": "assistant", "content": ""}], bool(response), system, tools)
+                for prompt, response, system, tools in zip(examples["_prompt"], examples["_response"],
+                                                           examples["_system"], examples["_tools"])
+                if self.is_valid(prompt, response)]
+        conversations = [(prompt + answer, system, tools) for prompt, answer, _, system, tools in rows]
+        with prefetched(self.tokenizer, batch_texts(self.template, conversations)):
+            for prompt, answer, has_answer, system, tools in rows:
+                prompt_ids, _, reference = self.prompt_and_reference(prompt + answer, has_answer, system, tools,
+                                                                     self.data_args.cutoff_len)
+                out["input_ids"].append(prompt_ids)
+                out["attention_mask"].append([1] * len(prompt_ids))
+                out["labels"].append(reference)
         return out
 
     def preprocess_media(self, examples: dict[str, list[Any]]) -> dict[str, list[Any]]:
