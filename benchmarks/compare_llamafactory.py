@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/compare_llamafactory.py [--repeats 2] [--steps 12] [--only 1,2,3,4,5]
                                                         [--precision bf16|fp32]
 
-LlamaFactory goes into its own virtual environment (.bench/lf-venv, never ours) on the same CPU torch
-2.13.0: its own pins would pull torchvision/torchaudio, which swap in a CUDA torch, so it is installed
+LlamaFactory goes into its own virtual environment (.bench/lf-venv, never ours), and this checkout into another
+(.bench/ours-venv, editable, no extras), so each side runs its default install, both on the same CPU torch
+2.13.0. LlamaFactory's own pins would pull torchvision/torchaudio, which swap in a CUDA torch, so it is installed
 without them (`--no-deps` plus its other requirements), and the torchaudio import it makes at start-up is
 answered by an empty stand-in (benchmarks/lf_stubs; text workloads never call it). Runs alternate A B A B.
 
@@ -28,10 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OURS = os.path.join(ROOT, ".venv", "bin")
+DEV = os.path.join(ROOT, ".venv", "bin")  # `make setup`'s environment: converts the default model
 BENCH = os.path.join(ROOT, ".bench")
+OURS = os.path.join(BENCH, "ours-venv", "bin")  # this checkout's default install, as LlamaFactory's is its own
 THEIRS = os.path.join(BENCH, "lf-venv", "bin")
 STUBS = os.path.join(ROOT, "benchmarks", "lf_stubs")
 LF_PINS = ["torch==2.13.0", "accelerate==1.11.0", "datasets==4.0.0", "peft==0.18.1", "trl==0.24.0",
@@ -41,8 +44,10 @@ LF_DEPS = ["accelerate", "datasets", "peft", "trl", "transformers", "einops", "f
            "matplotlib", "numpy", "packaging", "fastapi", "uvicorn", "sse-starlette", "av<=16.0.0",
            "torchdata>=0.10.0,<=0.11.0", "modelscope", "hf-transfer"]
 THREADS = os.environ.get("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-ENV = {**os.environ, "OMP_NUM_THREADS": THREADS, "DISABLE_VERSION_CHECK": "1", "HF_HUB_OFFLINE": "1",
-       "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+# TOKENIZERS_PARALLELISM is left as a user's shell has it (unset): "false" would keep the fast tokenizer's batch
+# encoding on one thread, which llamafactory's preprocessing uses and LlamaFactory's does not.
+ENV = {**{k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}, "OMP_NUM_THREADS": THREADS,
+       "DISABLE_VERSION_CHECK": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def sh(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
@@ -60,6 +65,22 @@ def setup_llamafactory() -> None:
     pip = [os.path.join(THEIRS, "python"), "-m", "pip", "install", "-q", "-c", pins]
     steps = [[sys.executable, "-m", "venv", os.path.join(BENCH, "lf-venv")], pip + ["torch==2.13.0"],
              pip + ["--no-deps", "llamafactory==0.9.5"], pip + LF_DEPS]
+    for step in steps:
+        proc = sh(step)
+        if proc.returncode != 0:
+            sys.exit(f"setup failed: {' '.join(step)}\n{proc.stderr[-2000:]}")
+
+
+def setup_ours() -> None:
+    """This checkout installed as `pip install llamafactory` would be: no extras. The development environment
+    also holds the test extras (bitsandbytes among them), which peft imports whenever they are installed, adding
+    about a second and 50 MB to every run that LlamaFactory's environment, without them, does not pay."""
+    if os.path.exists(os.path.join(OURS, "lmf")):
+        return
+    print("Installing this checkout (no extras) into .bench/ours-venv (once)...", flush=True)
+    pip = [os.path.join(OURS, "python"), "-m", "pip", "install", "-q"]
+    steps = [[sys.executable, "-m", "venv", os.path.join(BENCH, "ours-venv")], pip + ["torch==2.13.0"],
+             pip + ["-c", os.path.join(ROOT, "requirements", "cpu.txt"), "-e", ROOT]]
     for step in steps:
         proc = sh(step)
         if proc.returncode != 0:
@@ -103,7 +124,7 @@ def _converted_model() -> str:
     code = ("from llamafactory.hparams import ModelArguments\nfrom llamafactory.model.model_utils.hub import "
             "resolve_model\nprint(resolve_model(ModelArguments(model_name_or_path="
             "'HuggingFaceTB/SmolLM2-135M-Instruct')).path)")
-    proc = sh([os.path.join(OURS, "python"), "-c", code])
+    proc = sh([os.path.join(DEV, "python"), "-c", code])
     if proc.returncode != 0:
         sys.exit(proc.stderr[-2000:])
     return proc.stdout.strip().splitlines()[-1]
@@ -240,6 +261,15 @@ def peaks_and_flops() -> tuple[float, float, float, float]:
     return float(out[0]), float(out[1]), float(out[2]), float(out[3])
 
 
+def alternating(measure: Callable[[str], float], repeats: int) -> dict[str, float]:
+    """Median of `repeats` runs per tool, run A B A B so a drift in the machine's speed hits both alike."""
+    runs: dict[str, list[float]] = {"ours": [], "theirs": []}
+    for _ in range(repeats):
+        for name in runs:
+            runs[name].append(measure(name))
+    return {name: statistics.median(values) for name, values in runs.items()}
+
+
 MODEL_DIR: list[str] = []
 PRECISION: list[str] = []
 
@@ -255,6 +285,7 @@ def main() -> None:
     PRECISION.append(args.precision)
     only = {int(x) for x in args.only.split(",")}
     setup_llamafactory()
+    setup_ours()
     model = default_model()
     MODEL_DIR.append(model)
     names = ["transformers", "peft", "trl", "datasets", "accelerate", "torch", "tokenizers"]
@@ -300,16 +331,14 @@ def main() -> None:
                   f"({'bf16' if bf16_peak >= fp32_peak else 'fp32'})")
         if 3 in only:
             cfg = yaml_config(os.path.join(tmp, "w3.yaml"), model, data, os.path.join(tmp, "out3"), "lora", 1)
-            med = {n: statistics.median(20000 / preprocess_run(n, cfg, tmp) for _ in range(args.repeats))
-                   for n in ("ours", "theirs")}
+            med = alternating(lambda n: 20000 / preprocess_run(n, cfg, tmp), args.repeats)
             label = "3 preprocess 20k: examples/s (first run, CLI included)"
             rows.append((label, "higher", med["ours"], med["theirs"]))
         if 4 in only:
-            med = {n: statistics.median(startup_run(n) for _ in range(5)) for n in ("ours", "theirs")}
+            med = alternating(startup_run, 5)
             rows.append(("4 CLI start-up `help` (s)", "lower", med["ours"], med["theirs"]))
         if 5 in only:
-            med = {n: statistics.median(generate_run(n, model) for _ in range(args.repeats))
-                   for n in ("ours", "theirs")}
+            med = alternating(lambda n: generate_run(n, model), args.repeats)
             rows.append(("5 generation (tokens/s)", "higher", med["ours"], med["theirs"]))
     print(f"\n{'workload / metric':<58} {'ours':>10} {'theirs':>10} {'ours/theirs':>12} {'advantage':>10}")
     for label, better, ours, theirs in rows:
