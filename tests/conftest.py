@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -12,6 +13,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# `lmf webui` installs its own SIGINT handler, so the runs it starts get SIGINT at its default and Stop works like
+# Ctrl-C. A test process started as a background job of a script inherits SIGINT *ignored* and would hand that on to
+# the runs the web UI tests start, which then never stop; act as the web UI does.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CHATML_JINJA = (
     "{% for message in messages %}"
