@@ -294,7 +294,7 @@ def main() -> None:
     print(f"threads: {THREADS}; model: {model}")
     fp32_peak, bf16_peak, full_fpt, lora_fpt = peaks_and_flops()
     print(f"measured matmul peak: fp32 {fp32_peak / 1e9:.1f} GFLOP/s, bf16 {bf16_peak / 1e9:.1f} GFLOP/s")
-    native = sh([os.path.join(OURS, "python"), "-c", "from llamafactory.hparams.parser import _cpu_has_fast_bf16 "
+    native = sh([os.path.join(OURS, "python"), "-c", "from llamafactory.extras.env import cpu_has_fast_bf16 "
                  "as f; print(f())"]).stdout.strip()
     print(f"YAML precision: {args.precision}; bf16 instructions on this CPU: {native}"
           + ("  (llamafactory trains bf16: true in fp32 here)" if args.precision == "bf16" and native != "True"

@@ -5,7 +5,8 @@
 
 Workload 1 of compare_llamafactory.py (SmolLM2-135M-Instruct, mixed-length alpaca rows, batch 4, cutoff 512,
 bf16 autocast): the same batches go forward and backward as padded batches, as padding-free rows, and as
-padding-free rows through the sft trainer's loss (LM head only where a label is). Variants alternate; the
+padding-free rows through the sft trainer's loss (LM head only where a label is, chunk by chunk for a frozen
+head: train/linear_ce.py). Variants alternate; the
 minimum over repeats is reported (the least disturbed by other work on the machine), with each variant's
 per-batch losses, which must agree.
 """

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -58,3 +59,19 @@ def test_force_torchrun_checks_the_config_once_before_launching(tmp_path):
     proc = run_lmf("train", "x=1", env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2"})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "Launching" not in proc.stderr
     assert proc.stderr.count("unknown key `x`") == 1  # refused in the parent, not once per worker
+
+
+def test_lmf_bounds_the_cpu_kernel_caches_unless_the_user_set_them():
+    """bf16 matmul kernels are cached per shape; lmf caps both caches (extras/envs.py) before torch loads, and a
+    user's own value stays."""
+    code = ("import os, io, contextlib\nfrom llamafactory.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['version']) == 0\n"
+            "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["128", "128"]
+    env["LRU_CACHE_CAPACITY"] = "512"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["128", "512"]

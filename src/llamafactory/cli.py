@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .extras.errors import UserError
 
+    envs.bound_cpu_kernel_caches()
     try:
         status = COMMANDS[command](rest)
     except UserError as err:

@@ -119,3 +119,29 @@ def test_qlora_continues_a_saved_adapter_with_trainable_weights(tiny_model_dir, 
     model = load_model(load_tokenizer(model_args), model_args, FinetuningArguments(), True, torch.float32)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cpu_generation_runs_in_bf16_only_where_the_cpu_has_bf16_instructions(monkeypatch, tiny_model_dir,
+                                                                              native_bf16):
+    """Decoding is bound by reading the weights, so half-size weights generate faster, but only with native bf16
+    (emulated bf16 is slower than fp32); scoring and explicit dtypes are left alone."""
+    import torch
+
+    from llamafactory.chat.chat_model import ChatModel
+    from llamafactory.extras import env
+    from llamafactory.model.loader import compute_dtype
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU rule")
+    monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: native_bf16)
+    auto = ModelArguments(model_name_or_path="m")
+    want = torch.bfloat16 if native_bf16 else torch.float32
+    assert compute_dtype(None, FinetuningArguments(), auto, generation=True) == want
+    assert compute_dtype(None, FinetuningArguments(), auto) == torch.float32  # lmf eval's scoring
+    fixed = ModelArguments(model_name_or_path="m", infer_dtype="float32")
+    assert compute_dtype(None, FinetuningArguments(), fixed, generation=True) == torch.float32
+    chat = ChatModel(["--model_name_or_path", tiny_model_dir, "--template", "chatml", "--do_sample", "false",
+                      "--max_new_tokens", "4"])
+    assert next(chat.engine.model.parameters()).dtype == want
+    assert chat.chat([{"role": "user", "content": "hi"}])[0].response_length >= 0

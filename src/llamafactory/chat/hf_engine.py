@@ -119,7 +119,7 @@ class HuggingfaceEngine:
         self.processor = load_processor(model_args, self.tokenizer, source)
         self.plugin = get_mm_plugin(self.template.mm_plugin)
         self.media_token_texts = self.plugin.media_token_texts(self.tokenizer) if self.processor is not None else ()
-        dtype = compute_dtype(None, finetuning_args, model_args)
+        dtype = compute_dtype(None, finetuning_args, model_args, generation=True)
         # Rule: `stage: rm` in an inference config loads a reward model (its value head is required); any other
         # stage loads a generating model. PPO outputs also carry a value head, so the folder alone cannot decide.
         self.is_reward_model = finetuning_args.stage == "rm"

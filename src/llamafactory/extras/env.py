@@ -38,6 +38,16 @@ def accelerators() -> list[str]:
     return names
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); without them torch emulates bf16 matmuls,
+    many times slower than fp32. Imports torch: call it only where torch is needed anyway."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((probe and probe()) or (amx and amx()))
+
+
 def cpu_threads() -> str:
     try:
         usable = len(os.sched_getaffinity(0))

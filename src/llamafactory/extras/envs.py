@@ -77,3 +77,19 @@ def media_placeholders() -> dict[str, str]:
     """IMAGE_PLACEHOLDER / VIDEO_PLACEHOLDER / AUDIO_PLACEHOLDER: the text that stands for one image / video /
     audio in a message (defaults `<image>`, `<video>`, `<audio>`), keyed "images", "videos", "audios"."""
     return {kind: os.getenv(name) or default for kind, (name, default) in MEDIA_PLACEHOLDERS.items()}
+
+
+# oneDNN (and PyTorch's ideep layer above it) keep every bf16 matmul kernel they build, keyed by shape, up to
+# 1,024 each, with buffers of their own. Padding-free and padded batches change shape at every step, so on a CPU
+# a bf16 run's memory grows step after step until those caches fill: on SmolLM2-135M, 12 LoRA steps peaked at
+# 1.69 GiB with 1,024 entries and 1.32 GiB with 128, full fine-tuning at 3.92 and 3.53 GiB, at the same speed
+# (benchmarks/cache_memory.py). 128 entries hold several micro-batches' kernels, so no step rebuilds its own
+# (with no cache at all, training ran 3x slower); a user's own setting wins.
+CPU_KERNEL_CACHE = "128"
+
+
+def bound_cpu_kernel_caches() -> None:
+    """ONEDNN_PRIMITIVE_CACHE_CAPACITY and LRU_CACHE_CAPACITY default to 128 (from 1,024) for the processes
+    `lmf` starts; set either to change it. Must run before torch builds its first kernel."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", CPU_KERNEL_CACHE)
+    os.environ.setdefault("LRU_CACHE_CAPACITY", CPU_KERNEL_CACHE)

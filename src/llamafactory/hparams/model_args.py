@@ -36,7 +36,8 @@ class ModelArguments:
     infer_backend: str = arg("huggingface", "Inference engine.", choices=("huggingface", "vllm", "sglang"))
     offload_folder: str = arg("offload", "Folder for offloaded weights.", planned=True)
     use_cache: bool = arg(True, "Use the KV cache in generation.")
-    infer_dtype: str = arg("auto", "Dtype for inference and export.",
+    infer_dtype: str = arg("auto", "Dtype for inference and export. auto: bf16 on GPUs that have it (else "
+                           "fp16); on a CPU, bf16 for generation where the CPU has bf16 instructions, fp32 otherwise.",
                            choices=("auto", "float16", "bfloat16", "float32"))
     hf_hub_token: str | None = arg(None, "Token for the Hugging Face hub.")
     ms_hub_token: str | None = arg(None, "Token for ModelScope.")

@@ -312,11 +312,9 @@ def _has_accelerator() -> bool:
 
 
 def _cpu_has_fast_bf16() -> bool:
-    import torch
+    from ..extras.env import cpu_has_fast_bf16
 
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((probe and probe()) or (amx and amx()))
+    return cpu_has_fast_bf16()
 
 
 TrainArgs = tuple[ModelArguments, DataArguments, Any, FinetuningArguments, GeneratingArguments]

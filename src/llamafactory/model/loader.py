@@ -109,8 +109,11 @@ def _auto_processor(model_args: Any, source: ModelSource, config: Any, tokenizer
                     f"{' '.join(str(failure).split())[:300]}") from failure
 
 
-def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: Any) -> Any:
-    """Training: bf16/fp16 when asked (trainable weights are upcast later). Inference: infer_dtype."""
+def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: Any, generation: bool = False) -> Any:
+    """Training: bf16/fp16 when asked (trainable weights are upcast later). Inference: infer_dtype, whose `auto`
+    is bf16 on GPUs that have it, else fp16; on a CPU fp32, except for `generation` on a CPU with native bf16:
+    decoding reads every weight once per token, so it is bound by memory bandwidth and half-size weights
+    generate about 1.4x faster (benchmarks/generation_speed.py). Scoring (`lmf eval`) stays fp32."""
     import torch
 
     if training_args is not None:
@@ -128,7 +131,12 @@ def compute_dtype(training_args: Any | None, finetuning_args: Any, model_args: A
     if chosen == "auto":
         if torch.cuda.is_available():
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32  # CPU generation: fp32 keeps quality and avoids slow bf16 kernels
+        if generation:
+            from ..extras.env import cpu_has_fast_bf16
+
+            if cpu_has_fast_bf16():
+                return torch.bfloat16
+        return torch.float32  # without bf16 instructions, bf16 kernels are emulated and slow
     return getattr(torch, chosen)
 
 

@@ -24,11 +24,16 @@ def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention
                                       is_causal=is_causal, **kwargs)
     bounds = bounds.tolist() if isinstance(bounds, torch.Tensor) else list(bounds)
     gqa = key.shape[1] != query.shape[1]
+    # split, not slicing: the backward of a split is one concatenation, while each slice's backward would
+    # zero-fill a gradient as large as the whole row
+    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    rest = query.shape[2] - bounds[-1]
+    if rest > 0:  # positions past the last boundary belong to no example: attend within themselves, unused
+        sizes.append(rest)
     pieces = [
-        torch.nn.functional.scaled_dot_product_attention(
-            query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], dropout_p=dropout, scale=scaling,
-            is_causal=True, enable_gqa=gqa)
-        for start, end in zip(bounds[:-1], bounds[1:]) if end > start
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True,
+                                                         enable_gqa=gqa)
+        for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2)) if q.shape[2]
     ]
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
 

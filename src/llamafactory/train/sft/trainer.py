@@ -21,7 +21,29 @@ class CustomSeq2SeqTrainer(TrainerMixin, Seq2SeqTrainer):
     def training_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)  # a processor holds one
         self.meter.add(*count_tokens(inputs, getattr(tokenizer, "pad_token_id", None)))
-        return super().training_step(model, inputs, *args, **kwargs)
+        with self._autocast_casts_lora_inputs(model):
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    def _autocast_casts_lora_inputs(self, model: Any) -> Any:
+        """Under bf16/fp16 mixed precision, PEFT's casting of each LoRA input to the fp32 adapter weights' dtype
+        is undone at once by autocast (a full-size copy each way, in forward, recompute and backward, for every
+        adapted linear); autocast alone gives the matmul the same operands. Training steps skip PEFT's cast, inside
+        an autocast of their own (accelerate's, around forward, is there only once the trainer has prepared the
+        model); generation keeps it."""
+        import contextlib
+
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(self.accelerator.mixed_precision))
+        unwrapped = self.accelerator.unwrap_model(model)
+        if dtype is None or not hasattr(unwrapped, "peft_config"):
+            return contextlib.nullcontext()
+        from peft.helpers import disable_input_dtype_casting
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast(self.args.device.type, dtype=dtype))
+        stack.enter_context(disable_input_dtype_casting(unwrapped))
+        return stack
 
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -37,15 +59,76 @@ class CustomSeq2SeqTrainer(TrainerMixin, Seq2SeqTrainer):
         inputs = {key: value for key, value in inputs.items() if key != "labels"}
         targets = labels[0, 1:]
         keep = (targets != -100).nonzero().squeeze(-1)
-        logits = model(**inputs, logits_to_keep=keep).logits[0].float()
         scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-        loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum" if scaled else "mean")
+        head = self._fused_head(model)
+        if head is not None:
+            loss = self._fused_loss(model, inputs, keep, targets[keep], head)
+        else:
+            logits = model(**inputs, logits_to_keep=keep).logits[0].float()
+            loss = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
         if not scaled:
-            return loss
+            return loss / max(int(keep.numel()), 1)
         loss = loss / num_items_in_batch
         if self.args.average_tokens_across_devices:
             loss = loss * (self.accelerator.num_processes // self.get_tp_size())
         return loss
+
+    def _fused_head(self, model: Any) -> Any:
+        """The LM head for the chunked loss (train/linear_ce.py), or None where it can't be used: a head that
+        is not a plain whole nn.Linear, FSDP/ZeRO-3 sharding, or a model whose logits turned out to be more
+        than `head(last hidden state)` (soft-capping, scaling), found on the first batch."""
+        if getattr(self, "_fused", True) is False:
+            return None
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if self.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+            self._fused = False
+            return None
+        from ..linear_ce import plain_linear_head
+
+        head = plain_linear_head(self.accelerator.unwrap_model(model))
+        if head is None:
+            self._fused = False
+        return head
+
+    def _fused_loss(self, model: Any, inputs: dict[str, Any], keep: Any, targets: Any, head: Any) -> Any:
+        """Summed cross-entropy from the head's input and weight, chunk by chunk. A forward pre-hook takes the
+        head's input (the labelled positions' last hidden states, in the dtype the head would run in) and hands
+        the head no rows. On the first batch the head still computes 4 rows, which must equal the head applied
+        by hand; a model that changes its logits after the head fails that, and takes the standard loss."""
+        import torch
+
+        from ..linear_ce import linear_cross_entropy_sum
+
+        checking = getattr(self, "_fused", None) is None and keep.numel() > 0
+        seen: list[tuple[Any, Any]] = []
+
+        def take(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            device = args[0].device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else args[0].dtype
+            seen.append((args[0], dtype))
+            return (args[0][..., :4 if checking else 0, :], *args[1:])
+
+        handle = head.register_forward_pre_hook(take)
+        try:
+            outputs = model(**inputs, logits_to_keep=keep)
+        finally:
+            handle.remove()
+        if len(seen) == 1:
+            hidden, dtype = seen[0][0].reshape(-1, seen[0][0].shape[-1]), seen[0][1]
+            if not checking:
+                return linear_cross_entropy_sum(hidden, head.weight, head.bias, targets, dtype)
+            with torch.no_grad():
+                bias = head.bias.to(dtype) if head.bias is not None else None
+                mine = torch.nn.functional.linear(hidden[:4].to(dtype), head.weight.to(dtype), bias).float()
+            logits = outputs.logits.reshape(-1, outputs.logits.shape[-1]).float()
+            if logits.shape == mine.shape and torch.allclose(logits, mine, rtol=1e-2, atol=1e-2):
+                self._fused = True
+                return linear_cross_entropy_sum(hidden, head.weight, head.bias, targets, dtype)
+        self._fused = False
+        logger.info("The model's logits are not its LM head applied to its last hidden states (soft-capping or "
+                    "scaling): the loss materialises the logits instead of computing them chunk by chunk.")
+        logits = model(**inputs, logits_to_keep=keep).logits[0].float()
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
 
     def _selective_logits(self, model: Any) -> bool:
         if getattr(self, "_selective", None) is None:
