@@ -16,9 +16,8 @@ def grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("fused", [True, False])  # a frozen head (LoRA, freeze) takes the chunked loss
-@pytest.mark.parametrize("num_items", [None, 40])
-def test_selected_position_loss_equals_the_full_loss(tiny_model_dir, tiny_tokenizer, tmp_path, num_items, fused):
+def _padding_free_trainer(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """The tiny model in fp32 with padding-free attention, 3 tokenized rows and an sft trainer around them."""
     import torch
     from transformers import AutoModelForCausalLM, Seq2SeqTrainingArguments
 
@@ -27,13 +26,22 @@ def test_selected_position_loss_equals_the_full_loss(tiny_model_dir, tiny_tokeni
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa", dtype=torch.float32)
     assert enable_padding_free(model) and model.config._attn_implementation == "sdpa_varlen"
-    model.lm_head.weight.requires_grad_(not fused)
     args = SimpleNamespace(cutoff_len=256, train_on_prompt=False, mask_history=False, neat_packing=False)
     single = SupervisedProcessor(get_template("chatml"), tiny_tokenizer, args).preprocess(ROWS)
     rows = [{k: v[i] for k, v in single.items()} for i in range(3)]
     trainer = CustomSeq2SeqTrainer(
         finetuning_args=SimpleNamespace(), model=model, processing_class=tiny_tokenizer,
         args=Seq2SeqTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    return model, rows, trainer
+
+
+@pytest.mark.parametrize("fused", [True, False])  # a frozen head (LoRA, freeze) takes the chunked loss
+@pytest.mark.parametrize("num_items", [None, 40])
+def test_selected_position_loss_equals_the_full_loss(tiny_model_dir, tiny_tokenizer, tmp_path, num_items, fused):
+    import torch
+
+    model, rows, trainer = _padding_free_trainer(tiny_model_dir, tiny_tokenizer, tmp_path)
+    model.lm_head.weight.requires_grad_(not fused)
 
     padded = build_collator(tiny_tokenizer)(rows)
     labels = padded["labels"][:, 1:]
@@ -67,21 +75,10 @@ def test_a_model_whose_logits_are_not_its_head_output_falls_back(tiny_model_dir,
     """A model that post-processes its logits (here: scaled, as soft-capping or logit_scale models do) fails the
     first-batch check and keeps the materialised loss, which stays the model's own."""
     import torch
-    from transformers import AutoModelForCausalLM, Seq2SeqTrainingArguments
 
-    from llamafactory.model.model_utils.varlen_attention import enable_padding_free
-    from llamafactory.train.sft.trainer import CustomSeq2SeqTrainer
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa", dtype=torch.float32)
-    enable_padding_free(model)
+    model, rows, trainer = _padding_free_trainer(tiny_model_dir, tiny_tokenizer, tmp_path)
     model.lm_head.weight.requires_grad_(False)
     model.lm_head.register_forward_hook(lambda module, inp, out: out * 0.5)
-    args = SimpleNamespace(cutoff_len=256, train_on_prompt=False, mask_history=False, neat_packing=False)
-    single = SupervisedProcessor(get_template("chatml"), tiny_tokenizer, args).preprocess(ROWS)
-    rows = [{k: v[i] for k, v in single.items()} for i in range(3)]
-    trainer = CustomSeq2SeqTrainer(
-        finetuning_args=SimpleNamespace(), model=model, processing_class=tiny_tokenizer,
-        args=Seq2SeqTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
     padded = build_collator(tiny_tokenizer)(rows)
     labels = padded["labels"][:, 1:]
     with torch.no_grad():
