@@ -228,10 +228,11 @@ def test_bf16_on_a_cpu_without_bf16_instructions_trains_in_fp32(tmp_path, caplog
                                                                  expected):
     import logging
 
+    from llamafactory.extras import env
     from llamafactory.hparams import parser
 
     monkeypatch.setattr(parser, "_has_accelerator", lambda: False)
-    monkeypatch.setattr(parser, "_cpu_has_fast_bf16", lambda: native)
+    monkeypatch.setattr(env, "cpu_has_fast_bf16", lambda: native)
     with caplog.at_level(logging.WARNING, logger="llamafactory"):
         _, _, training, _, _ = train_args(tmp_path, "bf16: true\n" + ("force_cpu_bf16: true\n" if force else ""))
     assert training.bf16 is expected and training.use_cpu

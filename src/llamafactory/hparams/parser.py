@@ -14,6 +14,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..extras import env
 from ..extras.constants import RUNNING_LOG, TRAINING_ARGS_FILE
 from ..extras.errors import ConfigError, NotBuiltError, UserError
 from ..extras.logging import get_logger
@@ -311,12 +312,6 @@ def _has_accelerator() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-def _cpu_has_fast_bf16() -> bool:
-    from ..extras.env import cpu_has_fast_bf16
-
-    return cpu_has_fast_bf16()
-
-
 TrainArgs = tuple[ModelArguments, DataArguments, Any, FinetuningArguments, GeneratingArguments]
 
 
@@ -336,7 +331,7 @@ def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
             logger.warning("fp16 mixed precision needs a GPU; training in fp32 on this CPU instead "
                            "(bf16: true is faster on CPUs with bf16 instructions).")
             values["fp16"] = False
-        if values.get("bf16") is True and not values.get("force_cpu_bf16") and not _cpu_has_fast_bf16():
+        if values.get("bf16") is True and not values.get("force_cpu_bf16") and not env.cpu_has_fast_bf16():
             # Without AVX512-BF16/AMX, bf16 matmuls are emulated: on an AVX2 CPU training ran 25x slower than in
             # fp32 (benchmarks/sft_speed.py). Weights that would have loaded in bf16 load in fp32 instead.
             logger.warning("bf16: true, but this CPU has no bf16 instructions (AVX512-BF16 or AMX), where bf16 "
@@ -347,7 +342,7 @@ def get_train_args(argv: list[str], dry_run: bool = False) -> TrainArgs:
         values, origin, [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments,
                          GeneratingArguments])
     if on_cpu and training_args.bf16:
-        logger.info("bf16 autocast on CPU (%s).", "native bf16 instructions" if _cpu_has_fast_bf16() else
+        logger.info("bf16 autocast on CPU (%s).", "native bf16 instructions" if env.cpu_has_fast_bf16() else
                     "no native bf16 instructions, kept by force_cpu_bf16: expect it to be many times slower")
     _require(model_args.model_name_or_path, "model_name_or_path", "the base model: a hub id, a local folder or "
              "a .gguf file")
