@@ -10,7 +10,8 @@ without them (`--no-deps` plus its other requirements), and the torchaudio impor
 answered by an empty stand-in (benchmarks/lf_stubs; text workloads never call it). Runs alternate A B A B.
 
 Workloads: 1 LoRA sft and 2 full sft for a fixed number of optimizer steps (one epoch of a mixed-length
-alpaca set, so both tools see exactly the same tokens); 3 preprocessing 20,000 examples (first run);
+alpaca set, so both tools see exactly the same tokens); 3 preprocessing 20,000 examples (first run: LlamaFactory's
+`train` with a new tokenized_path, which tokenizes, saves and exits, against `lmf data tokenize`);
 4 CLI start-up (`help`); 5 generation tokens/s for up to 128 new tokens with the transformers engine.
 Model FLOPs per token = 4·N + 2·T (see src/llamafactory/train/throughput.py), against matmul peaks
 measured here in fp32 and bf16.
@@ -204,10 +205,11 @@ def preprocess_run(name: str, cfg: str, tmp: str) -> float:
     cmd, env = tool(name)
     path = tempfile.mkdtemp(dir=tmp)
     os.rmdir(path)
-    args = [*cmd, "train", cfg, "dataset=big", f"tokenized_path={path}", "overwrite_cache=true"]
-    if name == "ours":
-        args.append("--dry-run")  # tokenize, save, report; no training
-    wall, _, proc = timed(args, env)  # LlamaFactory tokenizes, saves and exits when tokenized_path is new
+    # LlamaFactory tokenizes, saves and exits when a run's tokenized_path is new; `lmf data tokenize` does the same
+    # (plus statistics) without loading a model, while `lmf train` would go on to train.
+    action = ["data", "tokenize"] if name == "ours" else ["train"]
+    args = [*cmd, *action, cfg, "dataset=big", f"tokenized_path={path}", "overwrite_cache=true"]
+    wall, _, proc = timed(args, env)
     if not os.path.isdir(path):
         sys.exit(f"{name} did not write {path}:\n{proc.stderr[-2000:]}")
     return wall

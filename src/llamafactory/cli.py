@@ -14,6 +14,7 @@ Commands:
   train     fine-tune a model:                lmf train examples/train_lora/smollm2_lora_sft.yaml
   chat      chat with a model in the terminal: lmf chat examples/inference/smollm2_lora_sft.yaml
   data      see the training data as the model will: lmf data preview|stats cfg.yaml [-n 3]
+            tokenize it once, for later runs:   lmf data tokenize cfg.yaml tokenized_path=data/tok
   api       serve an OpenAI-compatible API:   lmf api examples/inference/smollm2_lora_sft.yaml
   export    merge adapters, write HF or GGUF: lmf export examples/merge_lora/smollm2_lora_sft.yaml
   webui     open the web UI (no YAML needed): lmf webui
@@ -74,8 +75,8 @@ def _webchat(argv: list[str]) -> None:
 def _data(argv: list[str]) -> None:
     from .extras.errors import ConfigError
 
-    if not argv or argv[0] not in ("preview", "stats"):
-        raise ConfigError("usage: lmf data preview|stats cfg.yaml [key=value ...] [-n N]")
+    if not argv or argv[0] not in ("preview", "stats", "tokenize"):
+        raise ConfigError("usage: lmf data preview|stats|tokenize cfg.yaml [key=value ...] [-n N]")
     count = 3
     rest = list(argv[1:])
     if "-n" in rest:

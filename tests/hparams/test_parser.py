@@ -1,7 +1,7 @@
 import pytest
 
 from llamafactory.extras.errors import ConfigError, NotBuiltError, UserError
-from llamafactory.hparams.parser import get_infer_args, get_train_args, read_args
+from llamafactory.hparams.parser import get_data_args, get_infer_args, get_train_args, read_args
 
 
 def write(tmp_path, text: str, name: str = "cfg.yaml") -> str:
@@ -297,3 +297,28 @@ def test_preference_keys_accepted_where_they_belong(tmp_path):
     assert (finetuning.pref_loss, finetuning.simpo_gamma) == ("simpo", 1.0)
     *_, finetuning, _ = train_args(tmp_path, "", "stage=kto", "kto_rejected_weight=1.5", "pref_ftx=0.1")
     assert finetuning.kto_rejected_weight == 1.5
+
+
+def test_data_args_leave_training_keys_to_train_but_catch_typos(tmp_path):
+    cfg = write(tmp_path, BASE + "learning_rate: 1.0e-4\nlr_scheduler_type: cosine\nseed: 7\n"
+                "per_device_train_batch_size: 2\ncutoff_len: 64\n")
+    model_args, data_args, run_args, finetuning_args = get_data_args([cfg])
+    assert (data_args.cutoff_len, run_args.seed, run_args.per_device_train_batch_size) == (64, 7, 2)
+    assert finetuning_args.stage == "sft" and model_args.model_name_or_path == "some/model"
+    assert run_args.local_process_index == 0 and run_args.should_save
+    with pytest.raises(ConfigError, match=r"unknown key `cutof_len`; did you mean `cutoff_len`"):
+        get_data_args([cfg, "cutof_len=32"])
+    with pytest.raises(ConfigError, match=r"`seed` must be"):
+        get_data_args([cfg, "seed=abc"])
+
+
+def test_data_args_never_import_training_arguments(tmp_path):
+    """TrainingArguments pulls in peft and transformers' modelling code: seconds a data command does not need."""
+    import subprocess
+    import sys
+
+    cfg = write(tmp_path, BASE + "learning_rate: 1.0e-4\n")
+    code = ("import sys\nfrom llamafactory.hparams.parser import get_data_args\nget_data_args([sys.argv[1]])\n"
+            "print(sorted(m for m in ('peft', 'transformers.training_args', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, cfg], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

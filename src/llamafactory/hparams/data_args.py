@@ -42,5 +42,6 @@ class DataArguments:
     enable_thinking: bool | None = arg(True, "Thinking templates: empty thought in the answer (true), in the "
                                        "prompt (false), or data left as is (null).")
     preserve_thinking: bool = arg(False, "Keep thought blocks of earlier turns (reasoning templates drop them).")
-    tokenized_path: str | None = arg(None, "Save or load the tokenized dataset here.")
+    tokenized_path: str | None = arg(None, "Save the tokenized dataset here on the first run, load it on later "
+                                           "ones (`lmf data tokenize` saves it without training).")
     data_shared_file_system: bool = arg(False, "Data folder shared between nodes.", planned=True)

@@ -4,6 +4,7 @@ Every error names the file or override, the key and what is expected, in one lin
 config without reading a traceback.
 """
 
+import contextlib
 import dataclasses
 import difflib
 import json
@@ -557,20 +558,41 @@ def _check_stage_args(data_args: Any, training_args: Any, finetuning_args: Any) 
             raise ConfigError("pref_loss orpo already includes the SFT term: remove `pref_ftx`")
 
 
-def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Any, FinetuningArguments]:
-    """Arguments of `lmf data`: a training config read without the checks that only a run needs."""
-    from .training_args import TrainingArguments
+@dataclasses.dataclass
+class DataRunArguments:
+    """The training keys the data commands read, with TrainingArguments' defaults.
 
+    `lmf data` works in one process and never imports transformers' TrainingArguments: that import pulls in peft
+    and transformers' modelling code (about 2.5 s), a third of tokenizing 20,000 examples."""
+
+    seed: int = 42
+    per_device_train_batch_size: int = 8
+    local_process_index: int = dataclasses.field(default=0, init=False)
+    should_save: bool = dataclasses.field(default=True, init=False)
+
+    def main_process_first(self, desc: str = "", local: bool = True) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+
+def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, DataRunArguments, FinetuningArguments]:
+    """Arguments of `lmf data`: a training config read without the checks that only a run needs.
+
+    Keys of the model, data and fine-tuning sections are checked as `lmf train` checks them; the other training
+    keys are left to `lmf train`, except a near-miss of a known key (`cutof_len`), which is refused as a typo."""
     values, origin = read_args(argv)
-    values.setdefault("use_cpu", True)  # nothing is trained; this keeps transformers from probing devices
-    values.pop("deepspeed", None)
+    classes = [ModelArguments, DataArguments, DataRunArguments, FinetuningArguments, GeneratingArguments]
+    known = [f.name for cls in classes for f in dataclasses.fields(cls) if f.init]
+    for key in [k for k in values if k not in known]:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.9)
+        if close:
+            raise ConfigError(f"{_where(origin, key)}: unknown key `{key}`; did you mean `{close[0]}`?")
+        del values[key]  # a training key (learning_rate, ...): `lmf train` checks it
     every_stage = BUILT_CHOICES  # every stage has a processor
-    model_args, data_args, training_args, finetuning_args, _ = parse_dataclasses(
-        values, origin, [ModelArguments, DataArguments, TrainingArguments, FinetuningArguments, GeneratingArguments],
-        built_choices=every_stage)
+    model_args, data_args, run_args, finetuning_args, _ = parse_dataclasses(values, origin, classes,
+                                                                           built_choices=every_stage)
     _require(model_args.model_name_or_path, "model_name_or_path", "its tokenizer formats the data")
     _require(data_args.dataset, "dataset", "comma-separated names from dataset_info.json")
-    return model_args, data_args, training_args, finetuning_args
+    return model_args, data_args, run_args, finetuning_args
 
 
 # What `lmf webui` writes into a run folder before the run starts: the run's arguments and its printed log. A folder

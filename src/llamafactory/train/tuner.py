@@ -38,25 +38,53 @@ def run_exp(argv: list[str], callbacks: list[Any] | None = None, dry_run: bool =
 
 
 def run_data(action: str, argv: list[str], count: int = 3) -> None:
-    """`lmf data preview|stats`: load the data exactly as training would, then show it."""
+    """`lmf data preview|stats|tokenize`: load the data exactly as training would, then show or save it."""
     from ..data import preview
     from ..data.loader import get_dataset
     from ..data.template import get_template_and_fix_tokenizer
     from ..hparams.parser import get_data_args
     from ..model.loader import load_processor, load_tokenizer
 
-    model_args, data_args, training_args, finetuning_args = get_data_args(argv)
+    model_args, data_args, run_args, finetuning_args = get_data_args(argv)
+    if action == "tokenize":
+        _check_tokenize_target(data_args)
+    run_args.should_save = action == "tokenize"  # preview and stats only look, even with a new tokenized_path
     tokenizer = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
     stage = finetuning_args.stage
     report: dict[str, Any] = {}
     processor = load_processor(model_args, tokenizer)
-    dataset = get_dataset(template, model_args, data_args, training_args, stage, tokenizer, report,
-                          processor)["train_dataset"]
+    module = get_dataset(template, model_args, data_args, run_args, stage, tokenizer, report, processor)
+    dataset = module.get("train_dataset")
     if action == "preview":
         preview.preview(dataset, tokenizer, stage, count)
-    else:
-        preview.stats(dataset, report, data_args, training_args, stage)
+        return
+    if dataset is not None:
+        preview.stats(dataset, report, data_args, run_args, stage)
+    if action == "tokenize":
+        evals = module.get("eval_dataset") or {}
+        held = sum(map(len, evals.values())) if isinstance(evals, dict) else len(evals)
+        print(f"Saved {len(dataset) if dataset is not None else 0:,} training and {held:,} evaluation examples "
+              f"to {data_args.tokenized_path}; a run with `tokenized_path: {data_args.tokenized_path}` trains on "
+              "them without tokenizing again.")
+
+
+def _check_tokenize_target(data_args: Any) -> None:
+    """`lmf data tokenize` writes a new folder: it never overwrites, nor silently loads an earlier one."""
+    import os
+
+    from ..extras.errors import ConfigError
+
+    path = data_args.tokenized_path
+    if not path:
+        raise ConfigError("`lmf data tokenize` saves the tokenized dataset to `tokenized_path`: set it, e.g. "
+                          "tokenized_path=data/tokenized")
+    if data_args.streaming:
+        raise ConfigError("`streaming: true` tokenizes on the fly, so there is nothing to save: remove `streaming` "
+                          "to tokenize into `tokenized_path`")
+    if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        raise ConfigError(f"`tokenized_path` {path} already exists and is not an empty folder; remove it or choose "
+                          "another path (a run with this path loads what it holds)")
 
 
 def export_model(argv: list[str]) -> None:
