@@ -1,20 +1,21 @@
 """llamafactory vs LlamaFactory 0.9.5 on the same machine, model, data, YAML, seed and thread count.
 
-    .venv/bin/python benchmarks/compare_llamafactory.py [--repeats 2] [--steps 12] [--only 1,2,3,4,5]
+    .venv/bin/python benchmarks/compare_llamafactory.py [--repeats 4] [--steps 12] [--only 1,2,3,4,5]
                                                         [--precision bf16|fp32]
 
 LlamaFactory goes into its own virtual environment (.bench/lf-venv, never ours), and this checkout into another
 (.bench/ours-venv, editable, no extras), so each side runs its default install, both on the same CPU torch
 2.13.0. LlamaFactory's own pins would pull torchvision/torchaudio, which swap in a CUDA torch, so it is installed
 without them (`--no-deps` plus its other requirements), and the torchaudio import it makes at start-up is
-answered by an empty stand-in (benchmarks/lf_stubs; text workloads never call it). Runs alternate A B A B.
+answered by an empty stand-in (benchmarks/lf_stubs; text workloads never call it). Runs alternate A B B A A B ...
+(use an even --repeats), so a steady drift in this machine's speed favours neither tool.
 
 Workloads: 1 LoRA sft and 2 full sft for a fixed number of optimizer steps (one epoch of a mixed-length
 alpaca set, so both tools see exactly the same tokens); 3 preprocessing 20,000 examples (first run: LlamaFactory's
 `train` with a new tokenized_path, which tokenizes, saves and exits, against `lmf data tokenize`);
 4 CLI start-up (`help`); 5 generation tokens/s for up to 128 new tokens with the transformers engine.
 Model FLOPs per token = 4·N + 2·T (see src/llamafactory/train/throughput.py), against matmul peaks
-measured here in fp32 and bf16.
+measured here in fp32 and bf16 (the highest of readings taken before and after each training workload).
 
 `--precision` sets the YAML's `bf16` (default true, as in LlamaFactory's examples). On a CPU without bf16
 instructions (no AVX512-BF16/AMX) llamafactory trains such a YAML in fp32, as emulated bf16 is many times
@@ -251,23 +252,36 @@ def _has_gpu() -> bool:
               ).stdout.strip() == "True"
 
 
-def peaks_and_flops() -> tuple[float, float, float, float]:
-    code = ("import torch\nfrom llamafactory.train.throughput import matmul_peak, flops_per_token\n"
+def peaks() -> tuple[float, float]:
+    """fp32 and bf16 matmul FLOP/s, measured now (best of a 1-second burst each)."""
+    code = ("import torch\nfrom llamafactory.train.throughput import matmul_peak\n"
+            "print(matmul_peak(torch.float32, seconds=1.0), matmul_peak(torch.bfloat16, seconds=1.0))")
+    out = sh([os.path.join(OURS, "python"), "-c", code]).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def flops() -> tuple[float, float]:
+    """Model FLOPs per token of full and LoRA training."""
+    code = ("from llamafactory.train.throughput import flops_per_token\n"
             "from transformers import AutoModelForCausalLM\nfrom llamafactory.hparams import ModelArguments, "
             "FinetuningArguments\nfrom llamafactory.model.adapter import init_adapter\nimport sys\n"
-            "print(matmul_peak(torch.float32, seconds=1.0), matmul_peak(torch.bfloat16, seconds=1.0))\n"
             "m = AutoModelForCausalLM.from_pretrained(sys.argv[1])\nprint(flops_per_token(m))\n"
             "m = init_adapter(m, ModelArguments(model_name_or_path='x'), FinetuningArguments(lora_rank=8), True)\n"
             "print(flops_per_token(m))")
     out = sh([os.path.join(OURS, "python"), "-c", code, MODEL_DIR[0]]).stdout.split()
-    return float(out[0]), float(out[1]), float(out[2]), float(out[3])
+    return float(out[0]), float(out[1])
+
+
+def order(repeat: int) -> tuple[str, str]:
+    """A B, then B A: with an even number of repeats, a steady drift in the machine's speed favours neither tool."""
+    return ("ours", "theirs") if repeat % 2 == 0 else ("theirs", "ours")
 
 
 def alternating(measure: Callable[[str], float], repeats: int) -> dict[str, float]:
-    """Median of `repeats` runs per tool, run A B A B so a drift in the machine's speed hits both alike."""
+    """Median of `repeats` runs per tool, in the order A B B A A B ..."""
     runs: dict[str, list[float]] = {"ours": [], "theirs": []}
-    for _ in range(repeats):
-        for name in runs:
+    for repeat in range(repeats):
+        for name in order(repeat):
             runs[name].append(measure(name))
     return {name: statistics.median(values) for name, values in runs.items()}
 
@@ -278,7 +292,7 @@ PRECISION: list[str] = []
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--only", default="1,2,3,4,5")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
@@ -294,14 +308,17 @@ def main() -> None:
     print(f"ours:   llamafactory (this checkout) {versions(OURS, names)}")
     print(f"theirs: llamafactory 0.9.5 {versions(THEIRS, names)}")
     print(f"threads: {THREADS}; model: {model}")
-    fp32_peak, bf16_peak, full_fpt, lora_fpt = peaks_and_flops()
-    print(f"measured matmul peak: fp32 {fp32_peak / 1e9:.1f} GFLOP/s, bf16 {bf16_peak / 1e9:.1f} GFLOP/s")
+    full_fpt, lora_fpt = flops()
+    # This VM's speed drifts (a burst has read half the peak of another minutes later), so the peak is measured
+    # before and after each training workload and the highest reading is used: the share it gives is a lower bound.
+    measured = [peaks()]
     native = sh([os.path.join(OURS, "python"), "-c", "from llamafactory.extras.env import cpu_has_fast_bf16 "
                  "as f; print(f())"]).stdout.strip()
     print(f"YAML precision: {args.precision}; bf16 instructions on this CPU: {native}"
           + ("  (llamafactory trains bf16: true in fp32 here)" if args.precision == "bf16" and native != "True"
              and not _has_gpu() else ""))
     rows: list[tuple[str, str, float, float]] = []
+    shares: list[tuple[int, str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
         os.makedirs(data)
@@ -315,22 +332,19 @@ def main() -> None:
             tokens = effective_tokens(cfg)
             results: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
             for repeat in range(args.repeats):
-                for name in ("ours", "theirs"):
+                for name in order(repeat):
                     results[name].append(train_run(name, cfg, out))
                     r = results[name][-1]
                     print(f"[{workload}.{repeat + 1}] {name}: {tokens / r['runtime']:.1f} tok/s, loss {r['loss']:.4f}, "
                           f"{r['memory']:.2f} GiB", flush=True)
+            measured.append(peaks())
             fpt = lora_fpt if method == "lora" else full_fpt
             for metric, key, better in (("effective tokens/s", "tps", "higher"), ("wall time (s)", "wall", "lower"),
                                         ("peak memory (GiB)", "memory", "lower"), ("final loss", "loss", "lower")):
                 med = {n: statistics.median(tokens / r["runtime"] if key == "tps" else r[key] for r in results[n])
                        for n in results}
                 rows.append((f"{workload} {method} sft: {metric}", better, med["ours"], med["theirs"]))
-            tps = statistics.median(tokens / r["runtime"] for r in results["ours"])
-            peak = max(fp32_peak, bf16_peak)  # the dtype either tool could have chosen on this machine
-            share = 100 * fpt * tps / peak
-            print(f"    ours: model {fpt * tps / 1e9:.2f} GFLOP/s = {share:.1f}% of the best matmul peak "
-                  f"({'bf16' if bf16_peak >= fp32_peak else 'fp32'})")
+            shares.append((workload, method, fpt * statistics.median(tokens / r["runtime"] for r in results["ours"])))
         if 3 in only:
             cfg = yaml_config(os.path.join(tmp, "w3.yaml"), model, data, os.path.join(tmp, "out3"), "lora", 1)
             med = alternating(lambda n: 20000 / preprocess_run(n, cfg, tmp), args.repeats)
@@ -342,6 +356,12 @@ def main() -> None:
         if 5 in only:
             med = alternating(lambda n: generate_run(n, model), args.repeats)
             rows.append(("5 generation (tokens/s)", "higher", med["ours"], med["theirs"]))
+    fp32_peak, bf16_peak = max(m[0] for m in measured), max(m[1] for m in measured)
+    print(f"\nmatmul peak, highest of {len(measured)} readings: fp32 {fp32_peak / 1e9:.1f} GFLOP/s, bf16 "
+          f"{bf16_peak / 1e9:.1f} GFLOP/s (readings: {', '.join(f'{b / 1e9:.0f}' for _, b in measured)} bf16)")
+    for workload, method, model_flops in shares:  # against the dtype either tool could have chosen here
+        print(f"{workload} {method}: ours {model_flops / 1e9:.2f} model GFLOP/s = "
+              f"{100 * model_flops / max(fp32_peak, bf16_peak):.1f}% of the matmul peak")
     print(f"\n{'workload / metric':<58} {'ours':>10} {'theirs':>10} {'ours/theirs':>12} {'advantage':>10}")
     for label, better, ours, theirs in rows:
         ratio = ours / theirs if theirs else float("nan")
