@@ -305,7 +305,8 @@ def test_data_args_leave_training_keys_to_train_but_catch_typos(tmp_path):
     model_args, data_args, run_args, finetuning_args = get_data_args([cfg])
     assert (data_args.cutoff_len, run_args.seed, run_args.per_device_train_batch_size) == (64, 7, 2)
     assert finetuning_args.stage == "sft" and model_args.model_name_or_path == "some/model"
-    assert run_args.local_process_index == 0 and run_args.should_save
+    assert run_args.local_process_index == 0 and run_args.should_save and not run_args.predict_with_generate
+    assert get_data_args([cfg, "predict_with_generate=true"])[2].predict_with_generate
     with pytest.raises(ConfigError, match=r"unknown key `cutof_len`; did you mean `cutoff_len`"):
         get_data_args([cfg, "cutof_len=32"])
     with pytest.raises(ConfigError, match=r"`seed` must be"):

@@ -567,6 +567,7 @@ class DataRunArguments:
 
     seed: int = 42
     per_device_train_batch_size: int = 8
+    predict_with_generate: bool = False  # the data of a generation run is tokenized without answers
     local_process_index: int = dataclasses.field(default=0, init=False)
     should_save: bool = dataclasses.field(default=True, init=False)
 

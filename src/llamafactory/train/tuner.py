@@ -51,7 +51,7 @@ def run_data(action: str, argv: list[str], count: int = 3) -> None:
     run_args.should_save = action == "tokenize"  # preview and stats only look, even with a new tokenized_path
     tokenizer = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    stage = finetuning_args.stage
+    stage = "predict" if run_args.predict_with_generate else finetuning_args.stage  # as a run would tokenize it
     report: dict[str, Any] = {}
     processor = load_processor(model_args, tokenizer)
     module = get_dataset(template, model_args, data_args, run_args, stage, tokenizer, report, processor)
