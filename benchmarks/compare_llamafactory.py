@@ -351,7 +351,7 @@ def main() -> None:
             label = "3 preprocess 20k: examples/s (first run, CLI included)"
             rows.append((label, "higher", med["ours"], med["theirs"]))
         if 4 in only:
-            med = alternating(startup_run, 5)
+            med = alternating(startup_run, 6)
             rows.append(("4 CLI start-up `help` (s)", "lower", med["ours"], med["theirs"]))
         if 5 in only:
             med = alternating(lambda n: generate_run(n, model), args.repeats)

@@ -309,6 +309,8 @@ def test_data_args_leave_training_keys_to_train_but_catch_typos(tmp_path):
     assert get_data_args([cfg, "predict_with_generate=true"])[2].predict_with_generate
     with pytest.raises(ConfigError, match=r"unknown key `cutof_len`; did you mean `cutoff_len`"):
         get_data_args([cfg, "cutof_len=32"])
+    with pytest.raises(ConfigError, match=r"unknown key `stge`; did you mean `stage`"):
+        get_data_args([cfg, "stge=dpo"])  # a one-letter slip in a short key, which a similarity ratio misses
     with pytest.raises(ConfigError, match=r"`seed` must be"):
         get_data_args([cfg, "seed=abc"])
 

@@ -575,16 +575,27 @@ class DataRunArguments:
         return contextlib.nullcontext()
 
 
+def _one_edit(a: str, b: str) -> bool:
+    """One letter added, dropped, changed or two neighbours swapped: the typos a ratio misses in short keys
+    (`stge`, `sed`). No transformers training key is one edit from a data, model or fine-tuning key."""
+    if len(a) == len(b):
+        diff = [i for i in range(len(a)) if a[i] != b[i]]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return len(long) - len(short) == 1 and any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+
+
 def get_data_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, DataRunArguments, FinetuningArguments]:
     """Arguments of `lmf data`: a training config read without the checks that only a run needs.
 
     Keys of the model, data and fine-tuning sections are checked as `lmf train` checks them; the other training
-    keys are left to `lmf train`, except a near-miss of a known key (`cutof_len`), which is refused as a typo."""
+    keys are left to `lmf train`, except a near-miss of a known key (`cutof_len`, `stge`), refused as a typo."""
     values, origin = read_args(argv)
     classes = [ModelArguments, DataArguments, DataRunArguments, FinetuningArguments, GeneratingArguments]
     known = [f.name for cls in classes for f in dataclasses.fields(cls) if f.init]
     for key in [k for k in values if k not in known]:
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.9)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.9) or [k for k in known if _one_edit(key, k)]
         if close:
             raise ConfigError(f"{_where(origin, key)}: unknown key `{key}`; did you mean `{close[0]}`?")
         del values[key]  # a training key (learning_rate, ...): `lmf train` checks it

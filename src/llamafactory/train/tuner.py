@@ -42,6 +42,7 @@ def run_data(action: str, argv: list[str], count: int = 3) -> None:
     from ..data import preview
     from ..data.loader import get_dataset
     from ..data.template import get_template_and_fix_tokenizer
+    from ..extras.errors import ConfigError
     from ..hparams.parser import get_data_args
     from ..model.loader import load_processor, load_tokenizer
 
@@ -51,15 +52,19 @@ def run_data(action: str, argv: list[str], count: int = 3) -> None:
     run_args.should_save = action == "tokenize"  # preview and stats only look, even with a new tokenized_path
     tokenizer = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    stage = "predict" if run_args.predict_with_generate else finetuning_args.stage  # as a run would tokenize it
+    stage = finetuning_args.stage
+    if run_args.predict_with_generate and stage == "sft":
+        stage = "predict"  # a generation run tokenizes prompts only
     report: dict[str, Any] = {}
     processor = load_processor(model_args, tokenizer)
     module = get_dataset(template, model_args, data_args, run_args, stage, tokenizer, report, processor)
     dataset = module.get("train_dataset")
+    if dataset is None and action != "tokenize":
+        raise ConfigError(f"`tokenized_path` {data_args.tokenized_path} holds no training split to show")
     if action == "preview":
         preview.preview(dataset, tokenizer, stage, count)
         return
-    if dataset is not None:
+    if dataset is not None:  # tokenize may save evaluation data only
         preview.stats(dataset, report, data_args, run_args, stage)
     if action == "tokenize":
         evals = module.get("eval_dataset") or {}
