@@ -59,17 +59,16 @@ def run_data(action: str, argv: list[str], count: int = 3) -> None:
     processor = load_processor(model_args, tokenizer)
     module = get_dataset(template, model_args, data_args, run_args, stage, tokenizer, report, processor)
     dataset = module.get("train_dataset")
-    if dataset is None and action != "tokenize":
+    if dataset is None:  # `dataset` is required, so only an earlier tokenized_path can lack a training split
         raise ConfigError(f"`tokenized_path` {data_args.tokenized_path} holds no training split to show")
     if action == "preview":
         preview.preview(dataset, tokenizer, stage, count)
         return
-    if dataset is not None:  # tokenize may save evaluation data only
-        preview.stats(dataset, report, data_args, run_args, stage)
+    preview.stats(dataset, report, data_args, run_args, stage)
     if action == "tokenize":
         evals = module.get("eval_dataset") or {}
         held = sum(map(len, evals.values())) if isinstance(evals, dict) else len(evals)
-        print(f"Saved {len(dataset) if dataset is not None else 0:,} training and {held:,} evaluation examples "
+        print(f"Saved {len(dataset):,} training and {held:,} evaluation examples "
               f"to {data_args.tokenized_path}; a run with `tokenized_path: {data_args.tokenized_path}` trains on "
               "them without tokenizing again.")
 
