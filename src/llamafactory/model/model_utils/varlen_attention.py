@@ -2,14 +2,23 @@
 
 A padding-free batch is one row holding several examples back to back, with `cu_seq_lens_q` marking where
 each starts. sdpa would need a dense block-diagonal mask over the whole row, costing (sum of lengths)²;
-this runs sdpa once per example with `is_causal=True`, costing the sum of squared lengths and taking the
-kernel's causal fast path. Batches without `cu_seq_lens_q` (padded batches, generation) go to the stock
-sdpa function unchanged, so registering it never changes the result of any other batch.
+this runs attention once per example, causal, costing the sum of squared lengths. Batches without
+`cu_seq_lens_q` (padded batches, generation) go to the stock sdpa function unchanged, so registering it never
+changes the result of any other batch.
+
+Per example, sdpa's flash kernel runs with `is_causal=True`, except in bf16 on a CPU for examples up to
+MATMUL_MAX_LEN tokens: there the CPU flash kernel's backward is slow (its forward and backward took 1.2x-2.2x
+as long as two bf16 matmuls around an fp32 softmax for 64-300 tokens, benchmarks/attention_speed.py), and
+sft examples are mostly that short. The matmul path is the textbook attention (scores in bf16 from fp32
+accumulation, softmax in fp32), what transformers' eager attention computes; past the crossover and in fp32
+the flash kernel is the faster one.
 """
 
 from typing import Any
 
 NAME = "sdpa_varlen"
+# Longest example that takes the matmul path (bf16 on a CPU): below the measured crossover with flash.
+MATMUL_MAX_LEN = 256
 
 
 def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
@@ -30,12 +39,43 @@ def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention
     rest = query.shape[2] - bounds[-1]
     if rest > 0:  # positions past the last boundary belong to no example: attend within themselves, unused
         sizes.append(rest)
+    # bf16 either way: weights loaded in bf16, or fp32 ones under autocast (whose RoPE can promote q and k to fp32)
+    bf16 = query.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+                                             and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+    matmul_max = MATMUL_MAX_LEN if query.device.type == "cpu" and bf16 and not dropout else 0
     pieces = [
+        causal_matmul_attention(q, k, v, scaling, torch.bfloat16) if q.shape[2] <= matmul_max else
         torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True,
                                                          enable_gqa=gqa)
         for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2)) if q.shape[2]
     ]
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
+
+
+_CAUSAL_MASK: list[Any] = []  # one upper-triangle mask, sliced for each length
+
+
+def causal_matmul_attention(query: Any, key: Any, value: Any, scaling: float | None = None,
+                            dtype: Any = None) -> Any:
+    """Causal attention of one example ([1, heads, length, dim]) as two matmuls in `dtype` (default: the
+    query's) around an fp32 softmax. Query heads that share a key/value head (GQA) are stacked into one matmul
+    against it, so keys and values are never repeated."""
+    import torch
+
+    dtype = dtype or query.dtype
+    query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    if not _CAUSAL_MASK or _CAUSAL_MASK[0].shape[0] < length or _CAUSAL_MASK[0].device != query.device:
+        size = max(length, MATMUL_MAX_LEN)
+        _CAUSAL_MASK[:] = [torch.ones(size, size, dtype=torch.bool, device=query.device).triu(1)]
+    mask = _CAUSAL_MASK[0][:length, :length]
+    scores = torch.matmul(query.reshape(batch, kv_heads, group * length, dim), key.transpose(2, 3))
+    scores = scores.view(batch, kv_heads, group, length, length).float()
+    scores = scores.mul_(dim**-0.5 if scaling is None else scaling).masked_fill_(mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(dtype).view(batch, kv_heads, group * length, length)
+    return torch.matmul(probs, value).view(batch, heads, length, dim)
 
 
 def register() -> str:

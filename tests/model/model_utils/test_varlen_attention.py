@@ -1,0 +1,104 @@
+"""Padding-free attention on a CPU: short bf16 examples take two matmuls around an fp32 softmax instead of
+sdpa's flash kernel (its backward is slow there); the result must be sdpa's, up to bf16 rounding, and training
+must follow the same loss curve with the lever on and off."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from llamafactory.data.collator import build_collator
+from llamafactory.data.processor.supervised import SupervisedProcessor
+from llamafactory.data.template import get_template
+from llamafactory.model.model_utils import varlen_attention
+from tests.data.test_collator import ROWS
+
+
+def qkv(length, dtype, heads=4, kv_heads=2, dim=16, seed=0):
+    """[1, heads, length, dim] tensors laid out as a model hands them over (projected, then transposed)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    make = lambda h: torch.randn(1, length, h, dim, generator=gen).to(dtype).transpose(1, 2).requires_grad_()  # noqa: E731
+    return make(heads), make(kv_heads), make(kv_heads)
+
+
+def flash(q, k, v):
+    import torch
+
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 3e-2)])
+def test_matmul_attention_gives_sdpa_outputs_and_gradients(dtype, tol):
+    import torch
+
+    dtype = getattr(torch, dtype)
+    results = []
+    for kernel in (flash, varlen_attention.causal_matmul_attention):
+        q, k, v = qkv(37, dtype)
+        out = kernel(q, k, v)
+        out.float().pow(2).sum().backward()
+        results.append([out.float(), q.grad.float(), k.grad.float(), v.grad.float()])
+    for mine, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(mine, reference, rtol=tol, atol=tol)
+
+
+def test_short_bf16_examples_take_the_matmul_path_long_ones_and_fp32_flash(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(varlen_attention, "MATMUL_MAX_LEN", 8)
+    module = SimpleNamespace(is_causal=True)
+    bounds = torch.tensor([0, 6, 18])  # a 6-token example (matmul path) and a 12-token one (flash)
+
+    def run(dtype, autocast=False):
+        q, k, v = qkv(18, dtype)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, _ = varlen_attention.sdpa_varlen_forward(module, q, k, v, None, cu_seq_lens_q=bounds)
+        return out.transpose(1, 2), q.detach(), k.detach(), v.detach()
+
+    matmul = varlen_attention.causal_matmul_attention
+    first, second = slice(0, 6), slice(6, 18)
+    out, q, k, v = run(torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(out[:, :, first], matmul(q[:, :, first], k[:, :, first], v[:, :, first]))
+        assert torch.equal(out[:, :, second], flash(q[:, :, second], k[:, :, second], v[:, :, second]))
+        # the test can tell the kernels apart: in bf16 their roundings differ
+        assert not torch.equal(out[:, :, first], flash(q[:, :, first], k[:, :, first], v[:, :, first]))
+        out, q, k, v = run(torch.float32)  # fp32: flash throughout, exactly
+        assert torch.equal(out[:, :, first], flash(q[:, :, first], k[:, :, first], v[:, :, first]))
+        out, q, k, v = run(torch.float32, autocast=True)  # fp32 weights under bf16 autocast: the matmul path
+        expected = matmul(q[:, :, first], k[:, :, first], v[:, :, first], dtype=torch.bfloat16)
+        assert torch.equal(out[:, :, first], expected)
+
+
+def test_training_follows_the_same_loss_curve_with_the_matmul_path_on_and_off(tiny_model_dir, tiny_tokenizer,
+                                                                              monkeypatch):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    args = SimpleNamespace(cutoff_len=256, train_on_prompt=False, mask_history=False, neat_packing=False)
+    single = SupervisedProcessor(get_template("chatml"), tiny_tokenizer, args).preprocess(ROWS)
+    batch = build_collator(tiny_tokenizer, padding_free=True)([{k: v[i] for k, v in single.items()}
+                                                               for i in range(3)])
+
+    def curve(matmul_max):
+        monkeypatch.setattr(varlen_attention, "MATMUL_MAX_LEN", matmul_max)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa", dtype=torch.float32)
+        assert varlen_attention.enable_padding_free(model)
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        losses = []
+        for _ in range(8):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+        return losses
+
+    on, off = curve(256), curve(0)
+    assert on != off  # the two kernels really ran (bf16 rounding differs)
+    assert on[-1] < 0.7 * on[0] and off[-1] < 0.7 * off[0]  # both learned
+    assert max(abs(a - b) / b for a, b in zip(on, off)) < 0.03
