@@ -14,6 +14,7 @@ accumulation, softmax in fp32), what transformers' eager attention computes; pas
 the flash kernel is the faster one.
 """
 
+import math
 from typing import Any
 
 NAME = "sdpa_varlen"
@@ -71,10 +72,15 @@ def causal_matmul_attention(query: Any, key: Any, value: Any, scaling: float | N
         size = max(length, MATMUL_MAX_LEN)
         _CAUSAL_MASK[:] = [torch.ones(size, size, dtype=torch.bool, device=query.device).triu(1)]
     mask = _CAUSAL_MASK[0][:length, :length]
-    scores = torch.matmul(query.reshape(batch, kv_heads, group * length, dim), key.transpose(2, 3))
-    scores = scores.view(batch, kv_heads, group, length, length).float()
-    scores = scores.mul_(dim**-0.5 if scaling is None else scaling).masked_fill_(mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).to(dtype).view(batch, kv_heads, group * length, length)
+    scale = dim**-0.5 if scaling is None else scaling
+    query = query.reshape(batch, kv_heads, group * length, dim)
+    if math.log2(scale).is_integer():  # a power of two (head dim 64, 256...): exact in bf16, so scale the query
+        scores = torch.matmul(query * scale, key.transpose(2, 3)).view(batch, kv_heads, group, length, length)
+        scores = torch.softmax(scores.masked_fill_(mask, float("-inf")), dim=-1, dtype=torch.float32)
+    else:  # scaled in fp32, as the flash kernel does
+        scores = torch.matmul(query, key.transpose(2, 3)).view(batch, kv_heads, group, length, length).float()
+        scores = torch.softmax(scores.mul_(scale).masked_fill_(mask, float("-inf")), dim=-1)
+    probs = scores.to(dtype).view(batch, kv_heads, group * length, length)
     return torch.matmul(probs, value).view(batch, heads, length, dim)
 
 
