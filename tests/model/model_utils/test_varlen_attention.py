@@ -28,19 +28,49 @@ def flash(q, k, v):
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
 
+@pytest.mark.parametrize("dim", [16, 24])  # 16**-0.5 is a power of two (scaled on the query), 24**-0.5 is not
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 3e-2)])
-def test_matmul_attention_gives_sdpa_outputs_and_gradients(dtype, tol):
+def test_matmul_attention_gives_sdpa_outputs_and_gradients(dtype, tol, dim):
     import torch
 
     dtype = getattr(torch, dtype)
     results = []
     for kernel in (flash, varlen_attention.causal_matmul_attention):
-        q, k, v = qkv(37, dtype)
+        q, k, v = qkv(37, dtype, dim=dim)
         out = kernel(q, k, v)
         out.float().pow(2).sum().backward()
         results.append([out.float(), q.grad.float(), k.grad.float(), v.grad.float()])
     for mine, reference in zip(results[1], results[0]):
         torch.testing.assert_close(mine, reference, rtol=tol, atol=tol)
+
+
+def test_a_power_of_two_scale_on_the_bf16_query_is_exact():
+    """Scaling the bf16 query by 2^-k gives the scores that scaling them in fp32 gives, bit for bit."""
+    import torch
+
+    q, k, v = qkv(29, torch.bfloat16, dim=16)
+    with torch.no_grad():
+        scores = torch.matmul(q.reshape(1, 2, 2 * 29, 16), k.transpose(2, 3)).view(1, 2, 2, 29, 29).float()
+        mask = torch.ones(29, 29, dtype=torch.bool).triu(1)
+        probs = torch.softmax(scores.mul_(0.25).masked_fill_(mask, float("-inf")), dim=-1).to(torch.bfloat16)
+        reference = torch.matmul(probs.view(1, 2, 2 * 29, 29), v).view(1, 4, 29, 16)
+        assert torch.equal(varlen_attention.causal_matmul_attention(q, k, v, 0.25), reference)
+        assert not torch.equal(varlen_attention.causal_matmul_attention(q, k, v, 0.2), reference)
+
+
+@pytest.mark.parametrize("extra,window,stock", [({}, None, False), ({"softcap": 50.0}, None, True),
+                                                ({"position_bias": 0}, None, True), ({}, 4, True), ({}, 64, False)])
+def test_attention_that_needs_the_mask_takes_the_stock_function(monkeypatch, extra, window, stock):
+    import torch
+    import transformers.integrations.sdpa_attention as sdpa_module
+
+    monkeypatch.setattr(sdpa_module, "sdpa_attention_forward", lambda *args, **kwargs: ("stock", None))
+    module = SimpleNamespace(is_causal=True, sliding_window=window)
+    q, k, v = qkv(18, torch.float32)
+    with torch.no_grad():
+        out, _ = varlen_attention.sdpa_varlen_forward(module, q, k, v, None, cu_seq_lens_q=torch.tensor([0, 6, 18]),
+                                                      **extra)
+    assert (isinstance(out, str) and out == "stock") is stock
 
 
 def test_short_bf16_examples_take_the_matmul_path_long_ones_and_fp32_flash(monkeypatch):

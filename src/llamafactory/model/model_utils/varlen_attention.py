@@ -10,8 +10,10 @@ Per example, sdpa's flash kernel runs with `is_causal=True`, except in bf16 on a
 MATMUL_MAX_LEN tokens: there the CPU flash kernel's backward is slow (its forward and backward took 1.2x-2.2x
 as long as two bf16 matmuls around an fp32 softmax for 64-300 tokens, benchmarks/attention_speed.py), and
 sft examples are mostly that short. The matmul path is the textbook attention (scores in bf16 from fp32
-accumulation, softmax in fp32), what transformers' eager attention computes; past the crossover and in fp32
-the flash kernel is the faster one.
+accumulation, scaled exactly or in fp32, softmax in fp32), as transformers' eager attention computes it up to
+where the scaling rounds; past the crossover and in fp32 the flash kernel is the faster one. Batches whose
+attention needs more than causality (soft-capping, sinks, a position bias, a sliding window shorter than an
+example) take the stock sdpa function with its block-diagonal mask.
 """
 
 import math
@@ -29,19 +31,24 @@ def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.get("cu_seq_lens_q")
-    if bounds is None or query.shape[0] != 1 or query.shape[2] == 1 or not getattr(module, "is_causal", True):
+    stock = bounds is None or query.shape[0] != 1 or query.shape[2] == 1 or is_causal is False \
+        or not getattr(module, "is_causal", True) or _needs_the_mask(kwargs)
+    if not stock:
+        bounds = bounds.tolist() if isinstance(bounds, torch.Tensor) else list(bounds)
+        # split, not slicing: the backward of a split is one concatenation, while each slice's backward would
+        # zero-fill a gradient as large as the whole row
+        sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+        rest = query.shape[2] - bounds[-1]
+        if rest > 0:  # positions past the last boundary belong to no example: attend within themselves, unused
+            sizes.append(rest)
+        window = getattr(module, "sliding_window", None)
+        stock = bool(window) and max(sizes) > window  # the window lives only in the (block-diagonal) mask
+    if stock:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    bounds = bounds.tolist() if isinstance(bounds, torch.Tensor) else list(bounds)
     gqa = key.shape[1] != query.shape[1]
-    # split, not slicing: the backward of a split is one concatenation, while each slice's backward would
-    # zero-fill a gradient as large as the whole row
-    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
-    rest = query.shape[2] - bounds[-1]
-    if rest > 0:  # positions past the last boundary belong to no example: attend within themselves, unused
-        sizes.append(rest)
     # bf16 either way: weights loaded in bf16, or fp32 ones under autocast (whose RoPE can promote q and k to fp32)
-    bf16 = query.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu")
+    bf16 = query.dtype == torch.bfloat16 or (query.dtype == torch.float32 and torch.is_autocast_enabled("cpu")
                                              and torch.get_autocast_dtype("cpu") == torch.bfloat16)
     matmul_max = MATMUL_MAX_LEN if query.device.type == "cpu" and bf16 and not dropout else 0
     pieces = [
@@ -53,7 +60,10 @@ def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
 
 
-_CAUSAL_MASK: list[Any] = []  # one upper-triangle mask, sliced for each length
+def _needs_the_mask(kwargs: dict[str, Any]) -> bool:
+    """Attention variants that per-example causal attention would silently drop (logit soft-capping, attention
+    sinks, an additive position bias): those batches take the stock function and its block-diagonal mask."""
+    return bool(kwargs.get("softcap")) or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None
 
 
 def causal_matmul_attention(query: Any, key: Any, value: Any, scaling: float | None = None,
@@ -68,13 +78,11 @@ def causal_matmul_attention(query: Any, key: Any, value: Any, scaling: float | N
     batch, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads
-    if not _CAUSAL_MASK or _CAUSAL_MASK[0].shape[0] < length or _CAUSAL_MASK[0].device != query.device:
-        size = max(length, MATMUL_MAX_LEN)
-        _CAUSAL_MASK[:] = [torch.ones(size, size, dtype=torch.bool, device=query.device).triu(1)]
-    mask = _CAUSAL_MASK[0][:length, :length]
+    # built per call (microseconds): a cached one made under inference_mode could not be saved for backward
+    mask = torch.ones(length, length, dtype=torch.bool, device=query.device).triu_(1)
     scale = dim**-0.5 if scaling is None else scaling
     query = query.reshape(batch, kv_heads, group * length, dim)
-    if math.log2(scale).is_integer():  # a power of two (head dim 64, 256...): exact in bf16, so scale the query
+    if scale > 0 and math.frexp(scale)[0] == 0.5:  # a power of two (head dim 64, 256): exact on the bf16 query
         scores = torch.matmul(query * scale, key.transpose(2, 3)).view(batch, kv_heads, group, length, length)
         scores = torch.softmax(scores.masked_fill_(mask, float("-inf")), dim=-1, dtype=torch.float32)
     else:  # scaled in fp32, as the flash kernel does
