@@ -58,47 +58,41 @@ def test_a_power_of_two_scale_on_the_bf16_query_is_exact():
         assert not torch.equal(varlen_attention.causal_matmul_attention(q, k, v, 0.2), reference)
 
 
-@pytest.mark.parametrize("extra,window,stock", [({}, None, False), ({"softcap": 50.0}, None, True),
-                                                ({"position_bias": 0}, None, True), ({}, 4, True), ({}, 64, False)])
-def test_attention_that_needs_the_mask_takes_the_stock_function(monkeypatch, extra, window, stock):
+@pytest.mark.parametrize("extra,stock", [({}, False), ({"softcap": 50.0}, True), ({"position_bias": 0}, True)])
+def test_attention_that_needs_the_model_mask_takes_the_stock_function(monkeypatch, extra, stock):
     import torch
     import transformers.integrations.sdpa_attention as sdpa_module
 
     monkeypatch.setattr(sdpa_module, "sdpa_attention_forward", lambda *args, **kwargs: ("stock", None))
-    module = SimpleNamespace(is_causal=True, sliding_window=window)
     q, k, v = qkv(18, torch.float32)
     with torch.no_grad():
-        out, _ = varlen_attention.sdpa_varlen_forward(module, q, k, v, None, cu_seq_lens_q=torch.tensor([0, 6, 18]),
-                                                      **extra)
+        out, _ = varlen_attention.sdpa_varlen_forward(SimpleNamespace(is_causal=True), q, k, v, None,
+                                                      cu_seq_lens_q=torch.tensor([0, 6, 18]), **extra)
     assert (isinstance(out, str) and out == "stock") is stock
 
 
-def test_short_bf16_examples_take_the_matmul_path_long_ones_and_fp32_flash(monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("window", [4, 64])
+def test_sliding_window_stays_inside_each_padding_free_example(dtype, window):
+    """Mistral-style sliding windows: a padding-free row gives each example the logits it gets alone, whether
+    the window is shorter than the examples (explicit windowed mask) or longer (plain causal paths)."""
     import torch
+    from transformers import MistralConfig, MistralForCausalLM
 
-    monkeypatch.setattr(varlen_attention, "MATMUL_MAX_LEN", 8)
-    module = SimpleNamespace(is_causal=True)
-    bounds = torch.tensor([0, 6, 18])  # a 6-token example (matmul path) and a 12-token one (flash)
-
-    def run(dtype, autocast=False):
-        q, k, v = qkv(18, dtype)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            out, _ = varlen_attention.sdpa_varlen_forward(module, q, k, v, None, cu_seq_lens_q=bounds)
-        return out.transpose(1, 2), q.detach(), k.detach(), v.detach()
-
-    matmul = varlen_attention.causal_matmul_attention
-    first, second = slice(0, 6), slice(6, 18)
-    out, q, k, v = run(torch.bfloat16)
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=window)
+    model = MistralForCausalLM._from_config(config, attn_implementation="sdpa", dtype=getattr(torch, dtype)).eval()
+    first, second = torch.randint(0, 100, (1, 6)), torch.randint(0, 100, (1, 9))
     with torch.no_grad():
-        assert torch.equal(out[:, :, first], matmul(q[:, :, first], k[:, :, first], v[:, :, first]))
-        assert torch.equal(out[:, :, second], flash(q[:, :, second], k[:, :, second], v[:, :, second]))
-        # the test can tell the kernels apart: in bf16 their roundings differ
-        assert not torch.equal(out[:, :, first], flash(q[:, :, first], k[:, :, first], v[:, :, first]))
-        out, q, k, v = run(torch.float32)  # fp32: flash throughout, exactly
-        assert torch.equal(out[:, :, first], flash(q[:, :, first], k[:, :, first], v[:, :, first]))
-        out, q, k, v = run(torch.float32, autocast=True)  # fp32 weights under bf16 autocast: the matmul path
-        expected = matmul(q[:, :, first], k[:, :, first], v[:, :, first], dtype=torch.bfloat16)
-        assert torch.equal(out[:, :, first], expected)
+        alone = torch.cat([model(input_ids=first).logits, model(input_ids=second).logits], 1).float()
+        assert varlen_attention.enable_padding_free(model)
+        bounds = torch.tensor([0, 6, 15])
+        packed = model(input_ids=torch.cat([first, second], 1), cu_seq_lens_q=bounds, cu_seq_lens_k=bounds,
+                       position_ids=torch.cat([torch.arange(6), torch.arange(9)])[None], max_length_q=9,
+                       max_length_k=9).logits.float()
+    tol = 1e-5 if dtype == "float32" else 5e-2
+    torch.testing.assert_close(packed, alone, rtol=tol, atol=tol)
 
 
 def test_training_follows_the_same_loss_curve_with_the_matmul_path_on_and_off(tiny_model_dir, tiny_tokenizer,

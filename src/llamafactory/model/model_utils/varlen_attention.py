@@ -7,13 +7,13 @@ this runs attention once per example, causal, costing the sum of squared lengths
 changes the result of any other batch.
 
 Per example, sdpa's flash kernel runs with `is_causal=True`, except in bf16 on a CPU for examples up to
-MATMUL_MAX_LEN tokens: there the CPU flash kernel's backward is slow (its forward and backward took 1.2x-2.2x
-as long as two bf16 matmuls around an fp32 softmax for 64-300 tokens, benchmarks/attention_speed.py), and
+MATMUL_MAX_LEN tokens: there the CPU flash kernel's backward is slow (its forward and backward took 1.0x-1.8x
+as long as two bf16 matmuls around an fp32 softmax for 16-256 tokens, benchmarks/attention_speed.py), and
 sft examples are mostly that short. The matmul path is the textbook attention (scores in bf16 from fp32
 accumulation, scaled exactly or in fp32, softmax in fp32), as transformers' eager attention computes it up to
-where the scaling rounds; past the crossover and in fp32 the flash kernel is the faster one. Batches whose
-attention needs more than causality (soft-capping, sinks, a position bias, a sliding window shorter than an
-example) take the stock sdpa function with its block-diagonal mask.
+where the scaling rounds; past the crossover and in fp32 the flash kernel is the faster one. In sliding-window
+models (Mistral; transformers' own mask for them does not keep packed examples apart), an example longer than
+the window gets the window inside it.
 """
 
 import math
@@ -41,8 +41,6 @@ def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention
         rest = query.shape[2] - bounds[-1]
         if rest > 0:  # positions past the last boundary belong to no example: attend within themselves, unused
             sizes.append(rest)
-        window = getattr(module, "sliding_window", None)
-        stock = bool(window) and max(sizes) > window  # the window lives only in the (block-diagonal) mask
     if stock:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
@@ -51,18 +49,29 @@ def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention
     bf16 = query.dtype == torch.bfloat16 or (query.dtype == torch.float32 and torch.is_autocast_enabled("cpu")
                                              and torch.get_autocast_dtype("cpu") == torch.bfloat16)
     matmul_max = MATMUL_MAX_LEN if query.device.type == "cpu" and bf16 and not dropout else 0
-    pieces = [
-        causal_matmul_attention(q, k, v, scaling, torch.bfloat16) if q.shape[2] <= matmul_max else
-        torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True,
-                                                         enable_gqa=gqa)
-        for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2)) if q.shape[2]
-    ]
+    window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+
+    def attend(q: Any, k: Any, v: Any) -> Any:
+        length = q.shape[2]
+        if window and length > window:  # each token sees itself and the window - 1 before it
+            pos = torch.arange(length, device=q.device)
+            allowed = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - window)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout,
+                                                                    scale=scaling, enable_gqa=gqa)
+        if length <= matmul_max:
+            return causal_matmul_attention(q, k, v, scaling, torch.bfloat16)
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling,
+                                                                is_causal=True, enable_gqa=gqa)
+
+    pieces = [attend(q, k, v) for q, k, v in zip(query.split(sizes, 2), key.split(sizes, 2), value.split(sizes, 2))
+              if q.shape[2]]
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
 
 
 def _needs_the_mask(kwargs: dict[str, Any]) -> bool:
     """Attention variants that per-example causal attention would silently drop (logit soft-capping, attention
-    sinks, an additive position bias): those batches take the stock function and its block-diagonal mask."""
+    sinks, an additive position bias): those batches take the stock function and the model's own mask. No sdpa
+    model of transformers 5.24 passes them (Gemma2 and gpt-oss have no sdpa); this keeps a future one correct."""
     return bool(kwargs.get("softcap")) or kwargs.get("s_aux") is not None or kwargs.get("position_bias") is not None
 
 
