@@ -31,19 +31,17 @@ def sdpa_varlen_forward(module: Any, query: Any, key: Any, value: Any, attention
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     bounds = kwargs.get("cu_seq_lens_q")
-    stock = bounds is None or query.shape[0] != 1 or query.shape[2] == 1 or is_causal is False \
-        or not getattr(module, "is_causal", True) or _needs_the_mask(kwargs)
-    if not stock:
-        bounds = bounds.tolist() if isinstance(bounds, torch.Tensor) else list(bounds)
-        # split, not slicing: the backward of a split is one concatenation, while each slice's backward would
-        # zero-fill a gradient as large as the whole row
-        sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
-        rest = query.shape[2] - bounds[-1]
-        if rest > 0:  # positions past the last boundary belong to no example: attend within themselves, unused
-            sizes.append(rest)
-    if stock:
+    if bounds is None or query.shape[0] != 1 or query.shape[2] == 1 or is_causal is False \
+            or not getattr(module, "is_causal", True) or _needs_the_mask(kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
+    bounds = bounds.tolist() if isinstance(bounds, torch.Tensor) else list(bounds)
+    # split, not slicing: the backward of a split is one concatenation, while each slice's backward would
+    # zero-fill a gradient as large as the whole row
+    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    rest = query.shape[2] - bounds[-1]
+    if rest > 0:  # positions past the last boundary belong to no example: attend within themselves, unused
+        sizes.append(rest)
     gqa = key.shape[1] != query.shape[1]
     # bf16 either way: weights loaded in bf16, or fp32 ones under autocast (whose RoPE can promote q and k to fp32)
     bf16 = query.dtype == torch.bfloat16 or (query.dtype == torch.float32 and torch.is_autocast_enabled("cpu")
