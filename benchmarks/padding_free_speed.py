@@ -9,7 +9,7 @@ padding-free rows through the sft trainer's loss (LM head only where a label is,
 head: train/linear_ce.py), the last also with sdpa's flash kernel for every example instead of the matmul
 attention that short bf16 examples take on a CPU (varlen_attention.MATMUL_MAX_LEN). Variants alternate; the
 minimum over repeats is reported (the least disturbed by other work on the machine), with each variant's
-per-batch losses, which must agree.
+per-batch losses, which must agree (the two attention kernels to bf16 rounding: the third decimal at most).
 """
 
 import argparse
