@@ -7,9 +7,10 @@ Workload 1 of compare_llamafactory.py (SmolLM2-135M-Instruct, mixed-length alpac
 bf16 autocast): the same batches go forward and backward as padded batches, as padding-free rows, and as
 padding-free rows through the sft trainer's loss (LM head only where a label is, chunk by chunk for a frozen
 head: train/linear_ce.py), the last also with sdpa's flash kernel for every example instead of the matmul
-attention that short bf16 examples take on a CPU (varlen_attention.MATMUL_MAX_LEN). Variants alternate; the
+attention that short bf16 examples take on a CPU (varlen_attention.MATMUL_MAX_LEN), and, for LoRA, also with
+peft's own LoRA linear forward instead of the fused one (model_utils/lora_linear.py). Variants alternate; the
 minimum over repeats is reported (the least disturbed by other work on the machine), with each variant's
-per-batch losses, which must agree (the two attention kernels to bf16 rounding: the third decimal at most).
+per-batch losses, which must agree (the kernels to bf16 rounding: the third decimal at most).
 """
 
 import argparse
@@ -89,9 +90,23 @@ def main() -> None:
         finally:
             varlen_attention.MATMUL_MAX_LEN = matmul_max
 
+    fused = [m for m in model.modules() if type(m).__name__ == "FusedLoraLinear"]
+
+    def peft_layer(batch: dict) -> float:
+        fused_class = type(fused[0])
+        for module in fused:  # the same parameters under peft's own forward
+            module.__class__ = fused_class.__mro__[1]
+        try:
+            return trainer_loss(batch)
+        finally:
+            for module in fused:
+                module.__class__ = fused_class
+
     variants = {"padded": (model_loss, padded), "padding-free": (model_loss, free),
                 "padding-free + label-only head": (trainer_loss, free),
                 "the same, flash attention only": (flash_only, free)}
+    if fused:
+        variants["the same, peft's LoRA layer"] = (peft_layer, free)
     times: dict[str, list[float]] = {name: [] for name in variants}
     losses: dict[str, list[float]] = {}
     model.train()

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..extras.errors import ConfigError, UserError
 from ..extras.logging import get_logger
-from .model_utils import visual
+from .model_utils import lora_linear, visual
 
 logger = get_logger(__name__)
 
@@ -142,7 +142,7 @@ def _peft_config(model: Any, finetuning_args: Any, new_vocab: bool = False) -> A
     init: Any = True
     if finetuning_args.pissa_init:
         init = "pissa" if finetuning_args.pissa_iter == -1 else f"pissa_niter_{finetuning_args.pissa_iter}"
-    return LoraConfig(
+    config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=finetuning_args.lora_rank,
         lora_alpha=finetuning_args.lora_alpha_or_default(),
@@ -153,6 +153,15 @@ def _peft_config(model: Any, finetuning_args: Any, new_vocab: bool = False) -> A
         init_lora_weights=init,
         modules_to_save=modules_to_save or None,
     )
+    return lora_linear.register(config)
+
+
+def _resumed_config(path: str) -> Any:
+    """The saved config of an adapter to train further, a LoRA one routed to the fused layer like a new one."""
+    from peft import LoraConfig, PeftConfig
+
+    config = PeftConfig.from_pretrained(path)
+    return lora_linear.register(config) if isinstance(config, LoraConfig) else config
 
 
 def _setup_peft(model: Any, model_args: Any, finetuning_args: Any, is_trainable: bool) -> Any:
@@ -179,7 +188,7 @@ def _setup_peft(model: Any, model_args: Any, finetuning_args: Any, is_trainable:
         if to_merge:
             logger.info("Merged %d adapter(s): %s", len(to_merge), ", ".join(to_merge))
         if resume:
-            model = PeftModel.from_pretrained(model, resume, is_trainable=True)
+            model = PeftModel.from_pretrained(model, resume, is_trainable=True, config=_resumed_config(resume))
             logger.info("Resumed adapter %s.", resume)
     if is_trainable and resume is None:
         new_vocab = bool(getattr(model_args, "resize_vocab", False) or getattr(model_args, "add_tokens", None)
