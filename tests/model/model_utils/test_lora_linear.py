@@ -96,7 +96,9 @@ def test_dropout_masks_are_drawn_as_peft_draws_them(tiny_model_dir):
     stock = lora_model(tiny_model_dir, False, lora_dropout=0.3)
     fused = lora_model(tiny_model_dir, True, lora_dropout=0.3)
     stock.train(), fused.train()
-    logits, _, grads = run(fused, seed=3)
+    with peft_forward_calls() as calls:
+        logits, _, grads = run(fused, seed=3)
+    assert calls.call_count == 0
     ref_logits, _, ref_grads = run(stock, seed=3)
     torch.testing.assert_close(logits, ref_logits, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(logits, run(fused, seed=4)[0])  # dropout is live
@@ -133,6 +135,13 @@ def test_cases_the_fused_path_does_not_cover_run_peft_forward(tiny_model_dir):
     ref_logits, _, ref_grads = run(dora_stock)
     assert torch.equal(logits, ref_logits) and all(torch.equal(g, ref_grads[n]) for n, g in grads.items())
 
+    zero3 = lora_model(tiny_model_dir, True)
+    for layer in fused_layers(zero3):  # as DeepSpeed marks a partitioned parameter
+        layer.lora_B["default"].weight.ds_id = 0
+    with peft_forward_calls() as calls:
+        run(zero3)
+    assert calls.call_count == 14
+
 
 def test_a_fused_adapter_saves_and_loads_in_stock_peft(tiny_model_dir, tmp_path):
     import torch
@@ -145,7 +154,7 @@ def test_a_fused_adapter_saves_and_loads_in_stock_peft(tiny_model_dir, tmp_path)
     assert "custom" not in (tmp_path / "fused" / "adapter_config.json").read_text()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     loaded = PeftModel.from_pretrained(base, str(tmp_path / "fused"))
-    assert not fused_layers(loaded)
+    assert len(fused_layers(fused)) == 14 and not fused_layers(loaded)
     ids = torch.tensor(IDS)
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids).logits, fused(input_ids=ids).logits)
@@ -168,16 +177,19 @@ def test_init_adapter_uses_the_fused_layer_for_new_and_resumed_adapters(tiny_mod
 
 
 def test_training_follows_the_same_loss_curve_with_the_fused_layer(tiny_model_dir):
+    """Both bf16 curves are held against the fp32 one. Plain SGD, since Adam's first steps move each weight by
+    about lr times the sign of its gradient, so a rounding difference in a near-zero gradient becomes a full step
+    and two bf16 curves drift apart by chance (a few percent here, either one ahead)."""
     import torch
 
-    def curve(fused):
-        model = lora_model(tiny_model_dir, fused, "bfloat16")
+    def curve(fused, dtype="bfloat16"):
+        model = lora_model(tiny_model_dir, fused, dtype)
         model.train()
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=3.0)
         ids = torch.tensor(IDS)
         losses = []
-        for _ in range(30):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(20):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
                 loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             optimizer.step()
@@ -185,7 +197,96 @@ def test_training_follows_the_same_loss_curve_with_the_fused_layer(tiny_model_di
             losses.append(loss.item())
         return losses
 
-    on, off = curve(True), curve(False)
+    exact, on, off = curve(True, "float32"), curve(True), curve(False)
     assert on != off  # the fused kernel really ran (it rounds once where peft rounds three times)
-    assert on[-1] < 0.93 * on[0] and off[-1] < 0.93 * off[0]  # both learned (random ids: slowly, as LoRA)
-    assert max(abs(a - b) / b for a, b in zip(on, off)) < 0.02
+    assert on[-1] < 0.95 * on[0] and off[-1] < 0.95 * off[0]  # both learned (random ids: slowly, as LoRA)
+    drift = lambda losses: max(abs(a - b) / b for a, b in zip(losses, exact))  # noqa: E731
+    assert drift(on) < 0.02 and drift(off) < 0.02
+
+
+def single_layer(fused, bias=True, **lora):
+    """One adapted linear layer (with a bias, unlike the tiny Llama's)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 6, bias=bias))
+    config = LoraConfig(target_modules=["0"], r=2, init_lora_weights=False, **lora)
+    if fused:
+        lora_linear.register(config)
+    return get_peft_model(model, config)
+
+
+def test_the_update_is_one_addmm_on_the_2d_output_with_bias_any_input_layout_and_checkpointing():
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    stock, fused = single_layer(False), single_layer(True)
+    x = torch.randn(3, 4, 8)
+    for inputs in (x, x.transpose(0, 1), x[0]):  # 3-D, non-contiguous, 2-D
+        outs = []
+        for model in (stock, fused):
+            leaf = inputs.clone().requires_grad_()
+            out = checkpoint(model, leaf, use_reentrant=False)
+            out.pow(2).sum().backward()
+            outs.append([out, leaf.grad] + [p.grad.clone() for p in model.parameters() if p.requires_grad])
+            model.zero_grad()
+        for mine, reference in zip(outs[1], outs[0]):
+            torch.testing.assert_close(mine, reference)
+    out = fused(torch.randn(2, 5, 8, requires_grad=True))
+    assert type(out.grad_fn).__name__ == "ViewBackward0"
+    assert [type(f).__name__ for f, _ in out.grad_fn.next_functions] == ["AddmmBackward0"]  # no CopySlices
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), stock(x))
+
+
+def test_hooks_quantised_or_transposed_layers_and_other_cases_go_to_peft():
+    import pickle
+
+    import torch
+
+    x = torch.randn(2, 8)
+    stock, fused = single_layer(False), single_layer(True)
+    layer = fused.base_model.model[0]
+    assert type(pickle.loads(pickle.dumps(layer))) is type(layer)
+
+    # enable_input_require_grads-style hook: the base output is a leaf that requires grad
+    hooked = [single_layer(flag) for flag in (False, True)]
+    for model in hooked:
+        model.base_model.model[0].base_layer.register_forward_hook(lambda m, i, o: o.requires_grad_(True))
+    with peft_forward_calls() as calls:
+        out = hooked[1](x)
+    assert calls.call_count == 1
+    torch.testing.assert_close(out, hooked[0](x))
+
+    # the same through a global hook, which the layer cannot see: the leaf output is added to, not updated in place
+    def make_leaf(module, inputs, output):
+        return output.detach().requires_grad_(True) if isinstance(module, torch.nn.Linear) else output
+
+    leafy = single_layer(True)
+    handle = torch.nn.modules.module.register_module_forward_hook(make_leaf)
+    try:
+        out = leafy(x)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(out, hooked[0](x))
+    assert out.grad_fn is not None
+
+    # a hooked B (FSDP1 wraps it as its own unit; ZeRO-3 hooks it)
+    layer.lora_B["default"].register_forward_pre_hook(lambda m, i: None)
+    with peft_forward_calls() as calls:
+        out = fused(x)
+    assert calls.call_count == 1
+    torch.testing.assert_close(out, stock(x))
+
+    for fallback in (single_layer(True, lora_bias=True), single_layer(True, fan_in_fan_out=True)):
+        with peft_forward_calls() as calls:
+            fallback(x)
+        assert calls.call_count == 1
+
+    # mixed dtypes outside autocast: peft's casting and promotion apply
+    mixed = single_layer(True)
+    mixed.base_model.model[0].base_layer.to(torch.bfloat16)
+    with peft_forward_calls() as calls:
+        out = mixed(x.bfloat16())
+    assert calls.call_count == 1 and out.dtype == torch.bfloat16
