@@ -37,7 +37,7 @@ def _layer_class() -> type:
             result = self.base_layer(rows)
             hidden = lora_a(self.lora_dropout[name](rows))
             if hidden.dtype != result.dtype or (result.requires_grad and result.grad_fn is None):
-                # a hook made the base output a leaf (enable_input_require_grads): no in-place update on it
+                # a global forward hook made the base output a leaf (local hooks are refused above): add to it
                 result = result + (lora_b(hidden) * self.scaling[name]).to(result.dtype)
             else:
                 weight_b = lora_b.weight.to(result.dtype)  # autocast does not reach in-place ops: cast as it would
